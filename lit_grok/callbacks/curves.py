@@ -1,0 +1,72 @@
+"""At the end of fit, the run's accuracy and loss curves as a PNG in the run's folder and in TensorBoard."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import pytorch_lightning as pl
+from pytorch_lightning.loggers import TensorBoardLogger
+
+CURVES = ("train/acc", "val/acc", "train/loss", "val/loss")
+
+
+class TrainingCurves(pl.Callback):
+    """Records the evaluation metrics at every validation and plots them against step (log x, as the paper).
+
+    The history is part of the callback's checkpoint state, so a resumed run plots its whole history.
+    """
+
+    def __init__(self, filename: str = "curves.png") -> None:
+        self.filename = filename
+        self.history: dict[str, list[tuple[int, float]]] = {name: [] for name in CURVES}
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        for name in CURVES:
+            if name in trainer.callback_metrics:
+                self.history[name].append((trainer.global_step, float(trainer.callback_metrics[name])))
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.is_global_zero or not any(self.history.values()):
+            return
+        fig = self.figure()
+        if trainer.log_dir is not None:
+            os.makedirs(trainer.log_dir, exist_ok=True)
+            fig.savefig(os.path.join(trainer.log_dir, self.filename), dpi=120)
+        for logger in trainer.loggers:
+            if isinstance(logger, TensorBoardLogger):
+                logger.experiment.add_figure("curves", fig, global_step=trainer.global_step, close=False)
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
+
+    def figure(self):
+        """Accuracy (left) and loss (right) against step; step 0 is drawn at 1 on the log axis."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, (acc_ax, loss_ax) = plt.subplots(1, 2, figsize=(11, 4))
+        for ax, stat in ((acc_ax, "acc"), (loss_ax, "loss")):
+            for split, color in (("train", "tab:blue"), ("val", "tab:red")):
+                points = self.history[f"{split}/{stat}"]
+                if points:
+                    steps, values = zip(*points)
+                    ax.plot([max(s, 1) for s in steps], values, color=color, label=split)
+            ax.set_xscale("log")
+            ax.set_xlabel("step")
+            ax.set_ylabel(stat)
+            ax.legend()
+        loss_ax.set_yscale("log")
+        acc_ax.set_ylim(-0.02, 1.02)
+        fig.tight_layout()
+        return fig
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"history": self.history}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.history = {name: [tuple(p) for p in points] for name, points in state_dict["history"].items()}

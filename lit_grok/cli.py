@@ -1,0 +1,97 @@
+"""The command line: ``python -m lit_grok fit|validate|test --config configs/....yaml``."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any, Optional, Union
+
+from pytorch_lightning import Trainer
+from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.callbacks.progress import ProgressBar
+from pytorch_lightning.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
+from pytorch_lightning.loggers import TensorBoardLogger
+
+from lit_grok.callbacks import StepProgressBar, TrainingCurves
+from lit_grok.data import ModularArithmeticDataModule
+from lit_grok.module import GrokkingModule
+
+# Trainer defaults for one-step epochs (full batch): validate every 100 steps rather than every step,
+# no sanity check, stop on max_steps alone, and TensorBoard under logs/<experiment>/version_N/.
+TRAINER_DEFAULTS: dict[str, Any] = {
+    "max_epochs": -1,
+    "check_val_every_n_epoch": 100,
+    "num_sanity_val_steps": 0,
+    "logger": {
+        "class_path": "pytorch_lightning.loggers.TensorBoardLogger",
+        "init_args": {"save_dir": "logs", "name": "lit_grok", "default_hp_metric": False},
+    },
+}
+
+# Lightning warnings that are expected with one-step epochs and tensors on the device.
+for message in (r"The number of training batches \(\d+\) is smaller than the logging interval",
+                r".*does not have many workers.*"):
+    warnings.filterwarnings("ignore", message=message)
+
+
+class SaveConfigToTensorBoard(SaveConfigCallback):
+    """Writes the resolved config to ``config.yaml`` in the run's folder and as text in TensorBoard."""
+
+    def save_config(self, trainer: Trainer, pl_module: Any, stage: str) -> None:
+        text = self.parser.dump(self.config, skip_none=False)
+        for logger in trainer.loggers:
+            if isinstance(logger, TensorBoardLogger):
+                logger.experiment.add_text("config", "".join("    " + line for line in text.splitlines(True)))
+
+
+class GrokCLI(LightningCLI):
+    """LightningCLI with the data's vocabulary and answer count linked into the model."""
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.link_arguments("data.vocab_size", "model.init_args.vocab_size", apply_on="instantiate")
+        parser.link_arguments("data.n_classes", "model.init_args.n_classes", apply_on="instantiate")
+
+    def instantiate_classes(self) -> None:
+        """Bad values in the config (an unknown operation, an impossible train_size, ...) end as a parser error."""
+        try:
+            super().instantiate_classes()
+        except ValueError as error:
+            self.parser.error(str(error))
+
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        """Adds the one-step-epoch defaults a config left out.
+
+        Lightning's own defaults assume long epochs: its ModelCheckpoint saves every epoch (here: every
+        step) and its progress bar restarts every epoch. Unless the config lists its own, the run gets a
+        ``ModelCheckpoint`` every 1000 steps plus ``last`` (also on Ctrl-C), a ``StepProgressBar`` over the
+        whole run, and ``TrainingCurves``.
+        """
+        config = self._get(self.config_init, "trainer", default={})
+        callbacks = list(config.get("callbacks") or [])
+        if config.get("enable_checkpointing", True) is not False and not _has(callbacks, ModelCheckpoint):
+            callbacks.append(ModelCheckpoint(every_n_train_steps=1000, save_last=True, save_on_exception=True))
+        if config.get("enable_progress_bar", True) is not False and not _has(callbacks, ProgressBar):
+            callbacks.append(StepProgressBar())
+        if not _has(callbacks, TrainingCurves):
+            callbacks.append(TrainingCurves())
+        return super().instantiate_trainer(**{**kwargs, "callbacks": callbacks})
+
+
+def _has(callbacks: list, kind: type) -> bool:
+    return any(isinstance(c, kind) for c in callbacks)
+
+
+def main(args: Optional[Union[list[str], dict[str, Any]]] = None, run: bool = True) -> GrokCLI:
+    """Entry point of ``python -m lit_grok`` and the ``lit-grok`` script; ``args``/``run`` serve tests."""
+    return GrokCLI(
+        GrokkingModule,
+        ModularArithmeticDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        seed_everything_default=0,
+        trainer_defaults=TRAINER_DEFAULTS,
+        save_config_callback=SaveConfigToTensorBoard,
+        save_config_kwargs={"overwrite": True},
+        auto_configure_optimizers=False,
+        args=args,
+        run=run,
+    )

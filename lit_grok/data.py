@@ -1,0 +1,159 @@
+"""The modular-arithmetic DataModule: the whole task table on the model's device, split by a seeded permutation."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Iterator, Optional
+
+import pytorch_lightning as pl
+import torch
+from torch import Tensor
+
+from lit_grok.tasks import check_task, make_table
+
+Batch = tuple[Tensor, Tensor]  # tokens [B, 3] (a, b, "="), answers [B]
+
+
+class TensorBatches:
+    """Yields (tokens, answers) slices of tensors that already sit on the device: no Dataset, no collation.
+
+    ``batch_size=None`` yields the whole set once (full batch, one step per epoch). Otherwise the rows are
+    cut into ``ceil(N / batch_size)`` batches, reshuffled each pass when ``shuffle_seed`` is given; each
+    pass's order depends only on (shuffle_seed, pass number), so a resumed run sees the same batches.
+    """
+
+    def __init__(self, tokens: Tensor, answers: Tensor, batch_size: Optional[int] = None,
+                 shuffle_seed: Optional[int] = None, epoch: Callable[[], int] = lambda: 0) -> None:
+        self.tokens, self.answers = tokens, answers
+        self.batch_size = batch_size or len(answers)
+        self.shuffle_seed = shuffle_seed
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.answers) / self.batch_size)
+
+    def __iter__(self) -> Iterator[Batch]:
+        n = len(self.answers)
+        if self.batch_size >= n:
+            yield self.tokens, self.answers
+            return
+        order = torch.arange(n, device=self.answers.device)
+        if self.shuffle_seed is not None:
+            g = torch.Generator().manual_seed(self.shuffle_seed * 1_000_003 + self.epoch())
+            order = torch.randperm(n, generator=g).to(self.answers.device)
+        for rows in order.split(self.batch_size):
+            yield self.tokens[rows], self.answers[rows]
+
+
+class ModularArithmeticDataModule(pl.LightningDataModule):
+    """All pairs of a binary operation, a seeded train/validation split, and the batches fed to the loop.
+
+    Args:
+        operation: a name from ``lit_grok.tasks.OPERATIONS`` (``add``, ``sub``, ``mul``, ``div``, ...).
+        modulus: P for tasks over Z_P; leave unset (null) for the S_5 tasks.
+        train_size: the paper's D, the number of training pairs. Give exactly one of train_size/train_fraction.
+        train_fraction: D as a fraction of all pairs (rounded to the nearest integer).
+        data_seed: seeds the split and the random labels, independently of the model seed.
+        batch_size: None for full batch (the paper's setting: one step per epoch); an int for seeded minibatches.
+        random_labels: give every pair a fixed, uniformly random answer (memorisation-only networks).
+    """
+
+    def __init__(
+        self,
+        operation: str = "add",
+        modulus: Optional[int] = 113,
+        train_size: Optional[int] = None,
+        train_fraction: Optional[float] = None,
+        data_seed: int = 0,
+        batch_size: Optional[int] = None,
+        random_labels: bool = False,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        op = check_task(operation, modulus)
+        self.operation, self.modulus, self.data_seed = operation, modulus, data_seed
+        self.batch_size, self.random_labels = batch_size, random_labels
+        self.n_elements = op.n_elements(modulus)
+
+        pairs, answers = make_table(operation, modulus)
+        n_pairs = len(answers)
+        if (train_size is None) == (train_fraction is None):
+            raise ValueError("give exactly one of train_size (the paper's D) and train_fraction.")
+        if train_fraction is not None:
+            if not 0.0 < train_fraction < 1.0:
+                raise ValueError(f"train_fraction must lie strictly between 0 and 1, got {train_fraction}.")
+            train_size = round(train_fraction * n_pairs)
+        assert train_size is not None
+        if not 1 <= train_size < n_pairs:
+            raise ValueError(
+                f"train_size must be between 1 and {n_pairs - 1} (there are {n_pairs} pairs for "
+                f"{operation} with {self.n_elements} elements), got {train_size}."
+            )
+        if batch_size is not None and batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer or null (full batch), got {batch_size}.")
+
+        g = torch.Generator().manual_seed(data_seed)
+        order = torch.randperm(n_pairs, generator=g)
+        if random_labels:
+            answers = torch.randint(self.n_elements, (n_pairs,), generator=g)
+        equals = torch.full((n_pairs, 1), self.n_elements, dtype=torch.long)  # the "=" token
+        self.tokens = torch.cat([pairs, equals], dim=1)  # [N, 3], every pair in row-major order
+        self.answers = answers  # [N]
+        self.train_indices = order[:train_size].sort().values
+        self.val_indices = order[train_size:].sort().values
+
+    # ----- sizes the model needs (linked by the CLI) -----
+    @property
+    def vocab_size(self) -> int:
+        """Input vocabulary: the elements plus the "=" token."""
+        return self.n_elements + 1
+
+    @property
+    def n_classes(self) -> int:
+        """Output space: the elements only."""
+        return self.n_elements
+
+    @property
+    def train_size(self) -> int:
+        return len(self.train_indices)
+
+    # ----- the split, owned here so that callbacks can change it and checkpoints restore it -----
+    def set_split(self, train_indices: Tensor, val_indices: Tensor) -> None:
+        """Replace the split (indices into the full pair table); loaders built afterwards use it."""
+        train_indices, val_indices = train_indices.long().cpu(), val_indices.long().cpu()
+        if len(torch.cat([train_indices, val_indices]).unique()) != len(train_indices) + len(val_indices):
+            raise ValueError("train and validation indices must be distinct.")
+        self.train_indices, self.val_indices = train_indices, val_indices
+
+    def setup(self, stage: str) -> None:
+        device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
+        self.tokens, self.answers = self.tokens.to(device), self.answers.to(device)
+
+    def _batches(self, indices: Tensor, batch_size: Optional[int], shuffle: bool) -> TensorBatches:
+        rows = indices.to(self.answers.device)
+        seed = self.data_seed if shuffle else None
+        epoch = (lambda: self.trainer.current_epoch) if self.trainer is not None else (lambda: 0)
+        return TensorBatches(self.tokens[rows], self.answers[rows], batch_size, seed, epoch)
+
+    def train_dataloader(self) -> TensorBatches:
+        return self._batches(self.train_indices, self.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> list[TensorBatches]:
+        """Two evaluation sets: the held-out pairs (``val/*``) and the whole training set (``train/*``)."""
+        return [self._batches(self.val_indices, self.batch_size, shuffle=False),
+                self._batches(self.train_indices, self.batch_size, shuffle=False)]
+
+    def test_dataloader(self) -> list[TensorBatches]:
+        return self.val_dataloader()
+
+    # ----- checkpointing: the split travels with the weights -----
+    def state_dict(self) -> dict[str, Any]:
+        return {"operation": self.operation, "modulus": self.modulus, "random_labels": self.random_labels,
+                "data_seed": self.data_seed, "train_indices": self.train_indices, "val_indices": self.val_indices}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        for key in ("operation", "modulus", "random_labels", "data_seed"):
+            if state_dict[key] != getattr(self, key):
+                raise ValueError(f"checkpoint was trained with {key}={state_dict[key]!r}, "
+                                 f"but the config says {key}={getattr(self, key)!r}.")
+        self.set_split(state_dict["train_indices"], state_dict["val_indices"])

@@ -1,0 +1,108 @@
+"""The networks: plain nn.Modules, no Lightning. Both map tokens [B, T] to answer logits [B, n_classes].
+
+Transformer follows Nanda et al. (2023) and the paper: decoder-only, learned positional embeddings,
+untied embedding/unembedding, ReLU MLP, no LayerNorm unless asked for. Only the last position feeds
+the loss, so the last layer computes its query, MLP and unembedding for that position alone (keys
+and values still come from every position); ``all_positions=True`` computes everything.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+class Attention(nn.Module):
+    """Causal multi-head self-attention without biases (as in Nanda et al.)."""
+
+    def __init__(self, d_model: int, n_heads: int) -> None:
+        super().__init__()
+        if d_model % n_heads:
+            raise ValueError(f"d_model ({d_model}) must be divisible by n_heads ({n_heads}).")
+        self.n_heads = n_heads
+        self.query = nn.Linear(d_model, d_model, bias=False)
+        self.key_value = nn.Linear(d_model, 2 * d_model, bias=False)
+        self.proj = nn.Linear(d_model, d_model, bias=False)
+
+    def forward(self, x: Tensor, last_only: bool = False) -> Tensor:
+        B, T, C = x.shape
+        H = self.n_heads
+        k, v = self.key_value(x).split(C, dim=2)  # every position: [B, T, C] each
+        q = self.query(x[:, -1:] if last_only else x)  # [B, T_q, C], T_q = 1 or T
+        q, k, v = (t.reshape(B, t.shape[1], H, C // H).transpose(1, 2) for t in (q, k, v))  # [B, H, T_, C/H]
+        # The last position sees every key, so it needs no mask; full computation is causal.
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=not last_only)  # [B, H, T_q, C/H]
+        return self.proj(y.transpose(1, 2).reshape(B, q.shape[2], C))
+
+
+class FeedForward(nn.Module):
+    def __init__(self, d_model: int, d_mlp: int) -> None:
+        super().__init__()
+        self.fc_in = nn.Linear(d_model, d_mlp)
+        self.fc_out = nn.Linear(d_mlp, d_model)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc_out(F.relu(self.fc_in(x)))
+
+
+class Block(nn.Module):
+    def __init__(self, d_model: int, n_heads: int, d_mlp: int, layer_norm: bool) -> None:
+        super().__init__()
+        self.ln_attn = nn.LayerNorm(d_model) if layer_norm else nn.Identity()
+        self.attn = Attention(d_model, n_heads)
+        self.ln_mlp = nn.LayerNorm(d_model) if layer_norm else nn.Identity()
+        self.mlp = FeedForward(d_model, d_mlp)
+
+    def forward(self, x: Tensor, last_only: bool = False) -> Tensor:
+        # x: [B, T, C] -> [B, 1, C] when last_only, else [B, T, C]
+        x = (x[:, -1:] if last_only else x) + self.attn(self.ln_attn(x), last_only)
+        return x + self.mlp(self.ln_mlp(x))
+
+
+class Transformer(nn.Module):
+    """The paper's model: defaults are its 1 layer, d_model 128, 4 heads of 32, d_mlp 512."""
+
+    def __init__(self, vocab_size: int, n_classes: int, n_ctx: int = 3, n_layers: int = 1, d_model: int = 128,
+                 n_heads: int = 4, d_mlp: int = 512, layer_norm: bool = False) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(vocab_size, d_model)
+        self.pos_embed = nn.Embedding(n_ctx, d_model)
+        self.blocks = nn.ModuleList(Block(d_model, n_heads, d_mlp, layer_norm) for _ in range(n_layers))
+        self.ln_final = nn.LayerNorm(d_model) if layer_norm else nn.Identity()
+        self.unembed = nn.Linear(d_model, n_classes, bias=False)
+        # Nanda et al.'s initialisation: N(0, 1/d_model) everywhere, N(0, 1/n_classes) for the unembedding.
+        for name, p in self.named_parameters():
+            if name.endswith("bias"):
+                nn.init.zeros_(p)
+            elif p.dim() >= 2:
+                nn.init.normal_(p, std=1 / math.sqrt(n_classes if name == "unembed.weight" else d_model))
+
+    def forward(self, tokens: Tensor, all_positions: bool = False) -> Tensor:
+        """tokens [B, T] -> logits [B, n_classes] at the last position, or [B, T, n_classes] if all_positions."""
+        x = self.embed(tokens) + self.pos_embed.weight[: tokens.shape[1]]  # [B, T, C]
+        for i, block in enumerate(self.blocks):
+            x = block(x, last_only=not all_positions and i == len(self.blocks) - 1)
+        logits = self.unembed(self.ln_final(x))  # [B, T or 1, n_classes]
+        return logits if all_positions else logits[:, -1]
+
+
+class MLP(nn.Module):
+    """A non-transformer baseline: token embeddings concatenated, then ReLU hidden layers."""
+
+    def __init__(self, vocab_size: int, n_classes: int, n_ctx: int = 3, d_embed: int = 128,
+                 hidden: tuple[int, ...] = (512,)) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(vocab_size, d_embed)
+        widths = [n_ctx * d_embed, *hidden]
+        self.hidden = nn.ModuleList(nn.Linear(i, o) for i, o in zip(widths[:-1], widths[1:]))
+        self.unembed = nn.Linear(widths[-1], n_classes)
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        """tokens [B, T] -> logits [B, n_classes]."""
+        x = self.embed(tokens).flatten(1)  # [B, T * d_embed]
+        for layer in self.hidden:
+            x = F.relu(layer(x))
+        return self.unembed(x)

@@ -1,0 +1,112 @@
+"""The LightningModule: cross-entropy at the answer position, AdamW with the paper's defaults, the metrics."""
+
+from __future__ import annotations
+
+from typing import Callable, Literal, Optional
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from pytorch_lightning.cli import OptimizerCallable
+from torch import Tensor, nn
+from torchmetrics import MeanMetric
+
+from lit_grok.data import Batch
+from lit_grok.model import Transformer
+
+NetworkCallable = Callable[[int, int], nn.Module]  # (vocab_size, n_classes) -> network
+SPLITS = ("val", "train")  # evaluation dataloader 0 is the held-out set, 1 the whole training set
+
+
+def paper_adamw(params) -> torch.optim.Optimizer:
+    """AdamW as in the paper (App. A): lr 1e-3, betas (0.9, 0.98), weight decay 1.0 on every parameter."""
+    return torch.optim.AdamW(params, lr=1e-3, betas=(0.9, 0.98), weight_decay=1.0)
+
+
+def parameter_norm(module: nn.Module) -> Tensor:
+    """Global L2 norm of all parameters: sqrt of the sum of every squared entry."""
+    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p) for p in module.parameters()]))
+
+
+class GrokkingModule(pl.LightningModule):
+    """Trains a network on (a, b, =) -> answer with full-batch AdamW, and measures train/val loss and accuracy.
+
+    Args:
+        vocab_size: input vocabulary (linked from the DataModule by the CLI).
+        n_classes: number of answers (linked from the DataModule by the CLI).
+        network: builds the network from (vocab_size, n_classes); in YAML a ``class_path`` such as
+            ``lit_grok.model.Transformer`` with its ``init_args`` minus those two.
+        optimizer: builds the optimiser from the parameters; None means the paper's AdamW (``paper_adamw``).
+        warmup_steps: linear learning-rate warm-up over this many steps (0: none, as in the paper).
+        loss_dtype: dtype of the cross-entropy; float64 as the reference implementations, which keeps
+            the loss resolvable once it falls below float32's rounding of log-probabilities near 1.
+    """
+
+    def __init__(
+        self,
+        vocab_size: int,
+        n_classes: int,
+        network: NetworkCallable = Transformer,
+        optimizer: Optional[OptimizerCallable] = None,
+        warmup_steps: int = 0,
+        loss_dtype: Literal["float64", "float32"] = "float64",
+    ) -> None:
+        super().__init__()
+        if warmup_steps < 0:
+            raise ValueError(f"warmup_steps must be >= 0, got {warmup_steps}.")
+        self.save_hyperparameters()
+        self.net = network(vocab_size, n_classes)
+        self.make_optimizer = optimizer or paper_adamw
+        self.warmup_steps = warmup_steps
+        self.loss_dtype = getattr(torch, loss_dtype)
+        self.eval_metrics = nn.ModuleDict(
+            {f"{split}_{stat}": MeanMetric() for split in SPLITS for stat in ("loss", "acc")}
+        )
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        """tokens [B, T] -> answer logits [B, n_classes]."""
+        return self.net(tokens)
+
+    def loss(self, logits: Tensor, answers: Tensor) -> Tensor:
+        return F.cross_entropy(logits.to(self.loss_dtype), answers)
+
+    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
+        # Nothing is logged here: every metric is measured at validation, so steps in between never sync.
+        tokens, answers = batch
+        return self.loss(self(tokens), answers)
+
+    def _evaluate(self, batch: Batch, dataloader_idx: int) -> None:
+        tokens, answers = batch
+        logits = self(tokens)
+        split = SPLITS[dataloader_idx]
+        n = len(answers)
+        self.eval_metrics[f"{split}_loss"].update(self.loss(logits, answers), n)
+        self.eval_metrics[f"{split}_acc"].update((logits.argmax(-1) == answers).float().mean(), n)
+        for stat in ("loss", "acc"):
+            self.log(f"{split}/{stat}", self.eval_metrics[f"{split}_{stat}"], on_step=False, on_epoch=True,
+                     add_dataloader_idx=False, metric_attribute=f"eval_metrics.{split}_{stat}")
+
+    def validation_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._evaluate(batch, dataloader_idx)
+
+    def test_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._evaluate(batch, dataloader_idx)
+
+    def _log_state(self) -> None:
+        self.log("norm/params", parameter_norm(self))
+        train_size = getattr(self.trainer.datamodule, "train_size", None)
+        if train_size is not None:
+            self.log("data/train_size", float(train_size))
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_state()
+
+    def on_test_epoch_end(self) -> None:
+        self._log_state()
+
+    def configure_optimizers(self):
+        optimizer = self.make_optimizer(self.parameters())
+        if not self.warmup_steps:
+            return optimizer
+        warmup = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / self.warmup_steps))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": warmup, "interval": "step"}}

@@ -1,0 +1,97 @@
+import pytest
+import torch
+
+from lit_grok.data import ModularArithmeticDataModule, TensorBatches
+
+
+def dm(**kw):
+    kw.setdefault("modulus", 11)
+    kw.setdefault("train_size", 40)
+    return ModularArithmeticDataModule(**kw)
+
+
+def test_tokens_are_a_b_equals_and_sizes():
+    d = dm()
+    assert d.vocab_size == 12 and d.n_classes == 11
+    assert d.tokens.shape == (121, 3)
+    assert (d.tokens[:, 2] == 11).all()
+    assert d.answers.tolist() == ((d.tokens[:, 0] + d.tokens[:, 1]) % 11).tolist()
+
+
+def test_split_is_disjoint_and_complete():
+    d = dm()
+    train, val = set(d.train_indices.tolist()), set(d.val_indices.tolist())
+    assert len(train) == 40 and not train & val and train | val == set(range(121))
+
+
+def test_train_fraction_rounds_to_a_count():
+    assert dm(train_size=None, train_fraction=0.3).train_size == round(0.3 * 121)
+
+
+def test_split_is_determined_by_data_seed_alone():
+    torch.manual_seed(123)
+    a = dm(data_seed=5)
+    torch.manual_seed(999)
+    b = dm(data_seed=5)
+    assert torch.equal(a.train_indices, b.train_indices)
+    assert not torch.equal(a.train_indices, dm(data_seed=6).train_indices)
+
+
+def test_random_labels_are_reproducible_and_not_the_task():
+    a, b = dm(random_labels=True, data_seed=1), dm(random_labels=True, data_seed=1)
+    assert torch.equal(a.answers, b.answers)
+    assert not torch.equal(a.answers, dm(random_labels=True, data_seed=2).answers)
+    true = dm().answers
+    assert (a.answers == true).float().mean() < 0.3
+    assert a.answers.min() >= 0 and a.answers.max() < 11
+
+
+def test_full_batch_yields_the_whole_training_set_once():
+    d = dm()
+    d.setup("fit")
+    batches = list(d.train_dataloader())
+    assert len(batches) == 1 and len(d.train_dataloader()) == 1
+    tokens, answers = batches[0]
+    assert torch.equal(tokens, d.tokens[d.train_indices])
+    val, train_eval = d.val_dataloader()
+    assert len(next(iter(val))[1]) == 81 and len(next(iter(train_eval))[1]) == 40
+
+
+def test_minibatches_are_seeded_shuffles_that_cover_the_set():
+    tokens, answers = torch.arange(30).unsqueeze(1), torch.arange(30)
+    epoch = [0]
+    batches = TensorBatches(tokens, answers, batch_size=8, shuffle_seed=3, epoch=lambda: epoch[0])
+    first = [b[1].tolist() for b in batches]
+    assert len(batches) == 4 and [len(b) for b in first] == [8, 8, 8, 6]
+    assert sorted(sum(first, [])) == list(range(30))
+    assert first == [b[1].tolist() for b in batches]  # same epoch, same order
+    epoch[0] = 1
+    assert first != [b[1].tolist() for b in batches]  # next epoch, new order
+
+
+def test_state_dict_restores_the_split_and_rejects_another_task():
+    a, b = dm(data_seed=1), dm(data_seed=1)
+    b.set_split(a.val_indices[:5], a.train_indices)
+    a.load_state_dict(b.state_dict())
+    assert torch.equal(a.train_indices, b.train_indices)
+    with pytest.raises(ValueError, match="checkpoint was trained with operation='sub'"):
+        a.load_state_dict(dm(operation="sub", data_seed=1).state_dict())
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"train_size": 0}, "train_size must be between 1 and 120"),
+        ({"train_size": 121}, "train_size must be between 1 and 120"),
+        ({"train_size": 10, "train_fraction": 0.5}, "give exactly one of train_size"),
+        ({"train_size": None}, "give exactly one of train_size"),
+        ({"train_size": None, "train_fraction": 1.0}, "train_fraction must lie strictly between 0 and 1"),
+        ({"modulus": 1}, "modulus must be >= 2"),
+        ({"operation": "div", "modulus": 12}, "needs a prime modulus"),
+        ({"operation": "nope"}, "unknown operation 'nope'"),
+        ({"batch_size": 0}, "batch_size must be a positive integer"),
+    ],
+)
+def test_bad_input_is_rejected(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        dm(**kwargs)

@@ -1,0 +1,40 @@
+import pytest
+import torch
+
+from lit_grok.model import MLP, Transformer
+
+
+@pytest.mark.parametrize("n_layers, layer_norm", [(1, False), (2, False), (2, True)])
+def test_answer_position_shortcut_equals_full_computation(n_layers, layer_norm):
+    torch.manual_seed(0)
+    net = Transformer(14, 13, n_layers=n_layers, d_model=32, n_heads=4, d_mlp=64, layer_norm=layer_norm).double()
+    tokens = torch.randint(0, 14, (50, 3))
+    full = net(tokens, all_positions=True)
+    assert full.shape == (50, 3, 13)
+    torch.testing.assert_close(net(tokens), full[:, -1], rtol=0, atol=1e-12)
+
+
+def test_full_computation_is_causal():
+    torch.manual_seed(0)
+    net = Transformer(14, 13, d_model=32, n_heads=4, d_mlp=64)
+    a = torch.tensor([[1, 2, 13]])
+    b = torch.tensor([[1, 5, 13]])
+    assert torch.allclose(net(a, all_positions=True)[:, 0], net(b, all_positions=True)[:, 0])
+    assert not torch.allclose(net(a, all_positions=True)[:, 1], net(b, all_positions=True)[:, 1])
+
+
+def test_paper_model_size():
+    net = Transformer(114, 113)
+    counts = {name: p.numel() for name, p in net.named_parameters()}
+    assert counts["embed.weight"] == 114 * 128 and counts["unembed.weight"] == 113 * 128
+    assert counts["blocks.0.mlp.fc_in.weight"] == 512 * 128
+    assert net(torch.zeros(4, 3, dtype=torch.long)).shape == (4, 113)
+
+
+def test_heads_must_divide_width():
+    with pytest.raises(ValueError, match="d_model \\(30\\) must be divisible by n_heads \\(4\\)"):
+        Transformer(8, 7, d_model=30, n_heads=4)
+
+
+def test_mlp_output_shape():
+    assert MLP(12, 11, d_embed=8, hidden=(16, 16))(torch.randint(0, 12, (5, 3))).shape == (5, 11)
