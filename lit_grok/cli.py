@@ -29,7 +29,8 @@ TRAINER_DEFAULTS: dict[str, Any] = {
 
 # Lightning warnings that are expected with one-step epochs and tensors on the device.
 for message in (r"The number of training batches \(\d+\) is smaller than the logging interval",
-                r".*does not have many workers.*"):
+                r".*does not have many workers.*",
+                r".*isinstance\(treespec, LeafSpec\)` is deprecated.*"):
     warnings.filterwarnings("ignore", message=message)
 
 
@@ -37,7 +38,7 @@ class SaveConfigToTensorBoard(SaveConfigCallback):
     """Writes the resolved config to ``config.yaml`` in the run's folder and as text in TensorBoard."""
 
     def save_config(self, trainer: Trainer, pl_module: Any, stage: str) -> None:
-        text = self.parser.dump(self.config, skip_none=False)
+        text = self.parser.dump(self.config)
         for logger in trainer.loggers:
             if isinstance(logger, TensorBoardLogger):
                 logger.experiment.add_text("config", "".join("    " + line for line in text.splitlines(True)))
@@ -67,9 +68,12 @@ class GrokCLI(LightningCLI):
         """
         config = self._get(self.config_init, "trainer", default={})
         callbacks = list(config.get("callbacks") or [])
-        if config.get("enable_checkpointing", True) is not False and not _has(callbacks, ModelCheckpoint):
+        for flag, kind in (("enable_checkpointing", ModelCheckpoint), ("enable_progress_bar", ProgressBar)):
+            if config.get(flag) is False:  # `--trainer.enable_progress_bar=false` works on any config
+                callbacks = [c for c in callbacks if not isinstance(c, kind)]
+        if config.get("enable_checkpointing") is not False and not _has(callbacks, ModelCheckpoint):
             callbacks.append(ModelCheckpoint(every_n_train_steps=1000, save_last=True, save_on_exception=True))
-        if config.get("enable_progress_bar", True) is not False and not _has(callbacks, ProgressBar):
+        if config.get("enable_progress_bar") is not False and not _has(callbacks, ProgressBar):
             callbacks.append(StepProgressBar())
         if not _has(callbacks, TrainingCurves):
             callbacks.append(TrainingCurves())

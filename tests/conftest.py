@@ -1,0 +1,34 @@
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def _hermetic(monkeypatch):
+    """Each test starts from the same global state: one thread, no leaked seed, deterministic off."""
+    monkeypatch.delenv("PL_GLOBAL_SEED", raising=False)
+    monkeypatch.setattr("sys.argv", ["lit-grok"])  # the CLI is driven by args=[...], not pytest's argv
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(False)
+    os.environ.pop("PL_GLOBAL_SEED", None)
+
+
+@pytest.fixture
+def tiny_args(tmp_path):
+    """CLI overrides that shrink configs/cpu/grok.yaml to a model that groks in seconds (P=17)."""
+    net = "--model.init_args.network.init_args."
+    return [
+        "-c", str(ROOT / "configs/cpu/grok.yaml"),
+        "--data.init_args.modulus=17", "--data.init_args.train_fraction=0.6",
+        f"{net}d_model=32", f"{net}n_heads=2", f"{net}d_mlp=64",
+        "--model.init_args.optimizer.init_args.lr=1.0e-2",
+        "--trainer.max_steps=600", "--trainer.check_val_every_n_epoch=50",
+        f"--trainer.logger.init_args.save_dir={tmp_path / 'logs'}",
+        "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
+    ]

@@ -1,0 +1,55 @@
+from pathlib import Path
+
+import pytest
+
+from lit_grok.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = sorted((ROOT / "configs").rglob("*.yaml"))
+
+
+def test_there_are_configs():
+    assert ROOT / "configs/grok.yaml" in CONFIGS and ROOT / "configs/cpu/grok.yaml" in CONFIGS
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: str(p.relative_to(ROOT / "configs")))
+def test_every_config_builds(path):
+    cli = main(["-c", str(path), "--trainer.logger=false"], run=False)
+    assert cli.model.hparams.vocab_size == cli.datamodule.vocab_size
+    assert cli.model.hparams.n_classes == cli.datamodule.n_classes
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        (["--data.init_args.operation=pow"], "unknown operation 'pow'; valid operations are: add, sub"),
+        (["--data.init_args.train_fraction=null", "--data.init_args.train_size=100000"],
+         "train_size must be between 1 and"),
+        (["--data.init_args.train_size=10"], "give exactly one of train_size"),
+        (["--data.init_args.modulus=1"], "modulus must be >= 2"),
+    ],
+)
+def test_bad_value_is_one_clear_parser_error(override, message, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["-c", str(ROOT / "configs/cpu/grok.yaml"), *override, "--trainer.logger=false"], run=False)
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_div_needs_prime_modulus_at_config_time(capsys):
+    with pytest.raises(SystemExit):
+        main(["-c", str(ROOT / "configs/cpu/grok.yaml"), "--data.init_args.operation=div",
+              "--data.init_args.modulus=12", "--trainer.logger=false"], run=False)
+    assert "operation 'div' needs a prime modulus (for inverses), got 12." in capsys.readouterr().err
+
+
+def test_print_config_reproduces_itself(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["fit", "-c", str(ROOT / "configs/cpu/grok.yaml"), "--print_config"])
+    printed = capsys.readouterr().out
+    assert "class_path: lit_grok.model.Transformer" in printed or "class_path: lit_grok.Transformer" in printed
+    (tmp_path / "printed.yaml").write_text(printed)
+    with pytest.raises(SystemExit):
+        main(["fit", "-c", str(tmp_path / "printed.yaml"), "--print_config"])
+    assert capsys.readouterr().out == printed

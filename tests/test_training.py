@@ -1,0 +1,103 @@
+from pathlib import Path
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from lit_grok.cli import main
+from lit_grok.data import ModularArithmeticDataModule
+from lit_grok.module import GrokkingModule
+
+METRICS = {"train/loss", "train/acc", "val/loss", "val/acc", "norm/params", "data/train_size"}
+
+
+def events(log_dir: str) -> EventAccumulator:
+    ea = EventAccumulator(log_dir, size_guidance={"scalars": 0, "images": 0, "tensors": 0})
+    ea.Reload()
+    return ea
+
+
+def scalars(log_dir: str, tag: str) -> dict[int, float]:
+    return {e.step: e.value for e in events(log_dir).Scalars(tag)}
+
+
+def test_tiny_config_groks_and_logs_every_metric(tiny_args):
+    cli = main(["fit", *tiny_args])
+    metrics = cli.trainer.callback_metrics
+    assert metrics["train/acc"] >= 0.99 and metrics["val/acc"] >= 0.99
+    log_dir = Path(cli.trainer.log_dir)
+    ea = events(str(log_dir))
+    assert METRICS <= set(ea.Tags()["scalars"])
+    assert [e.step for e in ea.Scalars("val/acc")][:3] == [49, 99, 149]  # every validation (after 50, 100, ... steps)
+    assert scalars(str(log_dir), "data/train_size")[49] == cli.datamodule.train_size
+    assert "curves" in ea.Tags()["images"]
+    assert (log_dir / "curves.png").stat().st_size > 10_000
+    assert (log_dir / "config.yaml").exists() and (log_dir / "hparams.yaml").exists()
+    assert "operation: add" in (log_dir / "hparams.yaml").read_text()
+    assert (log_dir / "checkpoints" / "last.ckpt").exists()
+
+
+def test_resume_continues_exactly(tiny_args, tmp_path):
+    checkpoint = ('--trainer.callbacks=[{"class_path": "pytorch_lightning.callbacks.ModelCheckpoint", '
+                  '"init_args": {"every_n_train_steps": 20, "save_top_k": -1, "save_last": true}}]')
+    common = [*tiny_args, "--trainer.max_steps=40", "--trainer.check_val_every_n_epoch=5", checkpoint]
+    full = main(["fit", *common])
+    ckpt = Path(full.trainer.log_dir) / "checkpoints" / "epoch=19-step=20.ckpt"
+    assert ckpt.exists()
+    resumed = main(["fit", *common, f"--ckpt_path={ckpt}"])
+    assert resumed.trainer.global_step == 40
+    assert torch.equal(resumed.datamodule.train_indices, full.datamodule.train_indices)
+    a = scalars(full.trainer.log_dir, "train/loss")
+    b = scalars(resumed.trainer.log_dir, "train/loss")
+    # Lightning's convention: what is measured after N steps is logged at step N - 1.
+    assert sorted(b) == [24, 29, 34, 39] and sorted(a) == [4, 9, 14, 19, 24, 29, 34, 39]
+    assert [b[s] for s in sorted(b)] == [a[s] for s in sorted(b)]
+    for p, q in zip(full.model.parameters(), resumed.model.parameters()):
+        assert torch.equal(p, q)
+    optim_a, optim_b = full.trainer.optimizers[0].state_dict(), resumed.trainer.optimizers[0].state_dict()
+    assert all(torch.equal(optim_a["state"][k]["exp_avg_sq"], optim_b["state"][k]["exp_avg_sq"])
+               for k in optim_a["state"])
+
+
+class _Interrupt(pl.Callback):
+    def on_train_batch_end(self, trainer, *args):
+        if trainer.global_step == 7:
+            raise KeyboardInterrupt
+
+
+def test_ctrl_c_writes_a_checkpoint(tiny_args):
+    cli = main([*tiny_args], run=False)
+    cli.trainer.callbacks.append(_Interrupt())
+    with pytest.raises(SystemExit):
+        cli.trainer.fit(cli.model, cli.datamodule)
+    last = Path(cli.trainer.log_dir) / "checkpoints" / "last.ckpt"
+    assert torch.load(last, weights_only=False)["global_step"] == 7
+
+
+def test_loss_is_float64_by_default_and_float32_on_request():
+    logits, answers = torch.randn(4, 5), torch.tensor([0, 1, 2, 3])
+    module = GrokkingModule(6, 5)
+    assert module.loss(logits, answers).dtype == torch.float64
+    assert GrokkingModule(6, 5, loss_dtype="float32").loss(logits, answers).dtype == torch.float32
+
+
+def test_linear_warmup_reaches_the_base_rate():
+    module = GrokkingModule(6, 5, warmup_steps=4)
+    config = module.configure_optimizers()
+    optimizer, scheduler = config["optimizer"], config["lr_scheduler"]["scheduler"]
+    rates = []
+    for _ in range(6):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert rates == pytest.approx([2.5e-4, 5e-4, 7.5e-4, 1e-3, 1e-3, 1e-3])
+
+
+def test_python_api_without_the_cli(tmp_path):
+    data = ModularArithmeticDataModule("add", 11, train_size=60)
+    model = GrokkingModule(data.vocab_size, data.n_classes)
+    trainer = pl.Trainer(max_steps=3, max_epochs=-1, check_val_every_n_epoch=3, logger=False,
+                         enable_checkpointing=False, enable_progress_bar=False, default_root_dir=tmp_path)
+    trainer.fit(model, data)
+    assert trainer.global_step == 3 and set(trainer.callback_metrics) == METRICS
