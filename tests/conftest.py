@@ -21,14 +21,14 @@ def _hermetic(monkeypatch):
 
 @pytest.fixture
 def tiny_args(tmp_path):
-    """CLI overrides that shrink configs/cpu/grok.yaml to a model that groks in seconds (P=17)."""
+    """CLI overrides that shrink configs/cpu/grok.yaml to a model that groks in seconds (P=23, ~800 steps)."""
     net = "--model.init_args.network.init_args."
     return [
         "-c", str(ROOT / "configs/cpu/grok.yaml"),
-        "--data.init_args.modulus=17", "--data.init_args.train_fraction=0.6",
-        f"{net}d_model=32", f"{net}n_heads=2", f"{net}d_mlp=64",
-        "--model.init_args.optimizer.init_args.lr=1.0e-2",
-        "--trainer.max_steps=600", "--trainer.check_val_every_n_epoch=50",
+        "--data.init_args.modulus=23", "--data.init_args.train_fraction=0.7",
+        f"{net}d_model=64", f"{net}n_heads=4", f"{net}d_mlp=256",
+        "--model.init_args.optimizer.init_args.lr=3.0e-3",
+        "--trainer.max_steps=1000", "--trainer.check_val_every_n_epoch=50",
         f"--trainer.logger.init_args.save_dir={tmp_path / 'logs'}",
         "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
     ]
