@@ -27,11 +27,14 @@ TRAINER_DEFAULTS: dict[str, Any] = {
     },
 }
 
-# Lightning warnings that are expected with one-step epochs and tensors on the device.
-for message in (r"The number of training batches \(\d+\) is smaller than the logging interval",
-                r".*does not have many workers.*",
-                r".*isinstance\(treespec, LeafSpec\)` is deprecated.*"):
-    warnings.filterwarnings("ignore", message=message)
+
+
+def quiet_lightning_warnings() -> None:
+    """Silences Lightning warnings that are expected with one-step epochs and tensors on the device."""
+    for message in (r"The number of training batches \(\d+\) is smaller than the logging interval",
+                    r".*does not have many workers.*",
+                    r".*isinstance\(treespec, LeafSpec\)` is deprecated.*"):
+        warnings.filterwarnings("ignore", message=message)
 
 
 class SaveConfigToTensorBoard(SaveConfigCallback):
@@ -86,6 +89,7 @@ def _has(callbacks: list, kind: type) -> bool:
 
 def main(args: Optional[Union[list[str], dict[str, Any]]] = None, run: bool = True) -> GrokCLI:
     """Entry point of ``python -m lit_grok`` and the ``lit-grok`` script; ``args``/``run`` serve tests."""
+    quiet_lightning_warnings()
     return GrokCLI(
         GrokkingModule,
         ModularArithmeticDataModule,
