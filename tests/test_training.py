@@ -31,7 +31,7 @@ def test_tiny_config_groks_and_logs_every_metric(tiny_args):
     assert METRICS <= set(ea.Tags()["scalars"])
     assert [e.step for e in ea.Scalars("val/acc")][:3] == [49, 99, 149]  # every validation (after 50, 100, ... steps)
     assert scalars(str(log_dir), "data/train_size")[49] == cli.datamodule.train_size
-    assert "curves" in ea.Tags()["images"]
+    assert "curves" in ea.Tags()["images"] and "config/text_summary" in ea.Tags()["tensors"]
     assert (log_dir / "curves.png").stat().st_size > 10_000
     assert (log_dir / "config.yaml").exists() and (log_dir / "hparams.yaml").exists()
     assert "operation: add" in (log_dir / "hparams.yaml").read_text()
@@ -101,3 +101,33 @@ def test_python_api_without_the_cli(tmp_path):
                          enable_checkpointing=False, enable_progress_bar=False, default_root_dir=tmp_path)
     trainer.fit(model, data)
     assert trainer.global_step == 3 and set(trainer.callback_metrics) == METRICS
+
+
+def test_validate_subcommand_reads_a_checkpoint(tiny_args):
+    fit = main(["fit", *tiny_args, "--trainer.max_steps=20", "--trainer.check_val_every_n_epoch=10"])
+    ckpt = Path(fit.trainer.log_dir) / "checkpoints" / "last.ckpt"
+    checked = main(["validate", *tiny_args, f"--ckpt_path={ckpt}"])
+    assert checked.trainer.callback_metrics["val/loss"] == pytest.approx(float(fit.trainer.callback_metrics["val/loss"]))
+
+
+def test_minibatch_mode_takes_ceil_n_over_b_steps_per_epoch(tiny_args):
+    cli = main([*tiny_args, "--data.init_args.batch_size=100", "--trainer.max_steps=-1", "--trainer.max_epochs=3",
+                "--trainer.check_val_every_n_epoch=1"], run=False)
+    cli.trainer.fit(cli.model, cli.datamodule)
+    assert cli.datamodule.train_size == 370
+    assert cli.trainer.global_step == 3 * 4
+    assert cli.trainer.callback_metrics["data/train_size"] == 370
+
+
+def test_mlp_trains_through_the_same_module(tmp_path):
+    from functools import partial
+
+    from lit_grok.model import MLP
+
+    data = ModularArithmeticDataModule("sub", 13, train_fraction=0.5)
+    model = GrokkingModule(data.vocab_size, data.n_classes, network=partial(MLP, d_embed=16, hidden=(32,)),
+                           optimizer=partial(torch.optim.AdamW, lr=1e-2, weight_decay=0.1))
+    trainer = pl.Trainer(max_steps=100, max_epochs=-1, check_val_every_n_epoch=100, logger=False,
+                         enable_checkpointing=False, enable_progress_bar=False, default_root_dir=tmp_path)
+    trainer.fit(model, data)
+    assert trainer.callback_metrics["train/acc"] > 0.9
