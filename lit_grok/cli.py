@@ -5,15 +5,13 @@ from __future__ import annotations
 import warnings
 from typing import Any, Optional, Union
 
-from pytorch_lightning import Trainer
+from pytorch_lightning import LightningDataModule, LightningModule, Trainer
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.callbacks.progress import ProgressBar
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from pytorch_lightning.loggers import TensorBoardLogger
 
 from lit_grok.callbacks import StepProgressBar, TrainingCurves
-from lit_grok.data import ModularArithmeticDataModule
-from lit_grok.module import GrokkingModule
 
 # Trainer defaults for one-step epochs (full batch): validate every 100 steps rather than every step,
 # no sanity check, stop on max_steps alone, and TensorBoard under logs/<experiment>/version_N/.
@@ -48,7 +46,12 @@ class SaveConfigToTensorBoard(SaveConfigCallback):
 
 
 class GrokCLI(LightningCLI):
-    """LightningCLI with the data's vocabulary and answer count linked into the model."""
+    """LightningCLI with the data's sizes linked into the model.
+
+    Any LightningModule and DataModule can be named by ``class_path`` (``lit_grok.GrokkingModule`` with
+    ``lit_grok.ModularArithmeticDataModule``, ``lit_grok.simulation.CircuitSimulation`` with its
+    ``SimulationData``, ...). A link applies when the data has the attribute and the model the argument.
+    """
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.link_arguments("data.vocab_size", "model.init_args.vocab_size", apply_on="instantiate")
@@ -91,8 +94,8 @@ def main(args: Optional[Union[list[str], dict[str, Any]]] = None, run: bool = Tr
     """Entry point of ``python -m lit_grok`` and the ``lit-grok`` script; ``args``/``run`` serve tests."""
     quiet_lightning_warnings()
     return GrokCLI(
-        GrokkingModule,
-        ModularArithmeticDataModule,
+        LightningModule,
+        LightningDataModule,
         subclass_mode_model=True,
         subclass_mode_data=True,
         seed_everything_default=0,

@@ -146,6 +146,10 @@ class ModularArithmeticDataModule(pl.LightningDataModule):
     def test_dataloader(self) -> list[TensorBatches]:
         return self.val_dataloader()
 
+    def __str__(self) -> str:  # Lightning's would build and describe the loaders
+        return (f"ModularArithmeticDataModule({self.operation}, modulus={self.modulus}, "
+                f"train_size={self.train_size}, val_size={len(self.val_indices)})")
+
     # ----- checkpointing: the split travels with the weights -----
     def state_dict(self) -> dict[str, Any]:
         return {"operation": self.operation, "modulus": self.modulus, "random_labels": self.random_labels,

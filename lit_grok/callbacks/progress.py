@@ -18,7 +18,8 @@ class StepProgressBar(ProgressBar):
     bar costs nothing measurable on the steps between redraws.
     """
 
-    SHOWN = {"train/acc": "train_acc", "val/acc": "val_acc", "val/loss": "val_loss"}
+    SHOWN = {"train/acc": "train_acc", "val/acc": "val_acc", "val/loss": "val_loss",
+             "sim/train_acc": "train_acc", "sim/test_acc": "test_acc", "sim/test_loss": "test_loss"}
 
     def __init__(self, refresh_seconds: float = 0.5) -> None:
         super().__init__()
