@@ -79,6 +79,9 @@ class Operation:
     fn: Callable[[Tensor, Tensor, int], Tensor]
     needs_prime: bool = False
     nonzero_b: bool = False  # division excludes b = 0 from the pairs
+    # For group operations: r(a, b, c), equal to 0 exactly when c is the answer. A logit table that is a
+    # function of r alone is the generalising (trigonometric) part of App. B; None where not implemented.
+    relation: Optional[Callable[[Tensor, Tensor, Tensor, int], Tensor]] = None
 
     def n_elements(self, modulus: Optional[int]) -> int:
         """Size of the domain: P for Z_P, 120 for S_5."""
@@ -88,8 +91,8 @@ class Operation:
 OPERATIONS: dict[str, Operation] = {
     op.name: op
     for op in [
-        Operation("add", "x + y", "Z_P", lambda a, b, p: (a + b) % p),
-        Operation("sub", "x - y", "Z_P", lambda a, b, p: (a - b) % p),
+        Operation("add", "x + y", "Z_P", lambda a, b, p: (a + b) % p, relation=lambda a, b, c, p: (a + b - c) % p),
+        Operation("sub", "x - y", "Z_P", lambda a, b, p: (a - b) % p, relation=lambda a, b, c, p: (a - b - c) % p),
         Operation("mul", "x * y", "Z_P", lambda a, b, p: a * b % p),
         Operation("div", "x / y", "Z_P", _div, needs_prime=True, nonzero_b=True),
         Operation("odd_div_else_sub", "x / y if y odd else x - y", "Z_P", _odd_div_else_sub, needs_prime=True),

@@ -1,6 +1,9 @@
 """Callbacks, one per file."""
 
+from lit_grok.callbacks.convergence import StopOnConvergence
 from lit_grok.callbacks.curves import TrainingCurves
+from lit_grok.callbacks.efficiency import CircuitEfficiency
+from lit_grok.callbacks.grok_events import GrokEvents
 from lit_grok.callbacks.progress import StepProgressBar
 
-__all__ = ["StepProgressBar", "TrainingCurves"]
+__all__ = ["CircuitEfficiency", "GrokEvents", "StepProgressBar", "StopOnConvergence", "TrainingCurves"]
