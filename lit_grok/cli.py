@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import warnings
 from typing import Any, Optional, Union
 
@@ -91,8 +92,17 @@ def _has(callbacks: list, kind: type) -> bool:
 
 
 def main(args: Optional[Union[list[str], dict[str, Any]]] = None, run: bool = True) -> GrokCLI:
-    """Entry point of ``python -m lit_grok`` and the ``lit-grok`` script; ``args``/``run`` serve tests."""
+    """Entry point of ``python -m lit_grok`` and the ``lit-grok`` script; ``args``/``run`` serve tests.
+
+    ``sweep`` as the first argument runs a sweep (``lit_grok.sweep``) instead of a Trainer subcommand.
+    """
     quiet_lightning_warnings()
+    argv = sys.argv[1:] if args is None else args
+    if isinstance(argv, list) and argv[:1] == ["sweep"]:
+        from lit_grok.sweep import main as sweep_main
+
+        sweep_main(argv[1:])
+        return None  # type: ignore[return-value]
     return GrokCLI(
         LightningModule,
         LightningDataModule,

@@ -2,7 +2,10 @@ from pathlib import Path
 
 import pytest
 
+import yaml
+
 from lit_grok.cli import main
+from lit_grok.sweep import expand
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "configs").rglob("*.yaml"))
@@ -12,7 +15,11 @@ def test_there_are_configs():
     assert ROOT / "configs/grok.yaml" in CONFIGS and ROOT / "configs/cpu/grok.yaml" in CONFIGS
 
 
-@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: str(p.relative_to(ROOT / "configs")))
+def _is_sweep(path: Path) -> bool:
+    return "grids" in yaml.safe_load(path.read_text())
+
+
+@pytest.mark.parametrize("path", [p for p in CONFIGS if not _is_sweep(p)], ids=lambda p: str(p.relative_to(ROOT / "configs")))
 def test_every_config_builds(path):
     cli = main(["-c", str(path), "--trainer.logger=false"], run=False)
     assert cli.model.hparams.n_classes == cli.datamodule.n_classes  # linked, never typed twice
@@ -54,3 +61,15 @@ def test_print_config_reproduces_itself(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["fit", "-c", str(tmp_path / "printed.yaml"), "--print_config"])
     assert capsys.readouterr().out == printed
+
+
+@pytest.mark.parametrize("path", [p for p in CONFIGS if _is_sweep(p)], ids=lambda p: str(p.relative_to(ROOT / "configs")))
+def test_every_sweep_builds_the_first_run_of_each_grid(path):
+    spec = yaml.safe_load(path.read_text())
+    assert (ROOT / spec["base"]).is_file()
+    for grid in spec["grids"]:
+        params = {**spec.get("overrides", {}), **expand([grid])[0]}
+        args = ["-c", str(ROOT / spec["base"]), *[f"--{k}={str(v).lower() if isinstance(v, bool) else v}"
+                                                 for k, v in params.items()], "--trainer.logger=false"]
+        cli = main(args, run=False)
+        assert cli.datamodule.train_size == params["data.init_args.train_size"]

@@ -1,0 +1,151 @@
+"""Efficiency against dataset size (prediction 1, paper section 5.1): the plot, the table and D_crit.
+
+Reads a sweep's ``summary.csv`` in which C_mem networks trained on random labels and C_gen networks on
+the true labels, each at several dataset sizes D and weight decays, all to convergence. For each kind
+and D, the converged (train loss, parameter norm) points over weight decays form a curve (seeds averaged
+in log loss and norm). At a reference loss L_ref, the loss covered by the most curves, each curve's norm
+is read off by linear interpolation in (log10 loss, norm). C_gen's norm at L_ref is the mean over its
+D's. D_crit is where C_mem's norm at L_ref crosses C_gen's, interpolated linearly in log D between the
+two C_mem sizes that bracket it.
+
+    python -m lit_grok.reports.efficiency logs/cpu-efficiency
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import sys
+from collections import defaultdict
+from pathlib import Path
+from statistics import mean, pstdev
+from typing import Optional
+
+GEN_FRACTION = 0.95  # the paper's criterion for a C_gen-only network
+
+Curve = list[tuple[float, float]]  # (log10 train loss, parameter norm), sorted by loss
+
+
+def load(summary_csv: Path) -> list[dict]:
+    with open(summary_csv) as f:
+        rows = list(csv.DictReader(f))
+    for row in rows:
+        row["kind"] = "mem" if row["data.init_args.random_labels"] in ("True", "true") else "gen"
+        row["D"] = int(row["data.init_args.train_size"])
+        row["wd"] = float(row["model.init_args.optimizer.init_args.weight_decay"])
+        row["seed"] = int(row.get("seed_everything") or 0)
+        for key in ("train/loss", "norm/params", "circuits/gen_fraction", "logits/train_margin", "train/acc"):
+            row[key] = float(row[key]) if row.get(key) not in (None, "") else math.nan
+    return rows
+
+
+def curves(rows: list[dict], seed: Optional[int] = None) -> dict[tuple[str, int], Curve]:
+    """(kind, D) -> points over weight decays, each averaged over seeds (or one seed's)."""
+    points: dict[tuple[str, int, float], list[tuple[float, float]]] = defaultdict(list)
+    for row in rows:
+        if seed is None or row["seed"] == seed:
+            points[(row["kind"], row["D"], row["wd"])].append((math.log10(max(row["train/loss"], 1e-300)),
+                                                               row["norm/params"]))
+    result: dict[tuple[str, int], Curve] = defaultdict(list)
+    for (kind, d, _), pts in points.items():
+        result[(kind, d)].append((mean(p[0] for p in pts), mean(p[1] for p in pts)))
+    return {key: sorted(value) for key, value in result.items()}
+
+
+def norm_at(curve: Curve, log_loss: float) -> Optional[float]:
+    """The curve's norm at a log10 loss, linearly interpolated; None outside the curve's range."""
+    for (x0, y0), (x1, y1) in zip(curve, curve[1:]):
+        if x0 <= log_loss <= x1:
+            return y0 if x1 == x0 else y0 + (y1 - y0) * (log_loss - x0) / (x1 - x0)
+    return None
+
+
+def reference_loss(all_curves: dict[tuple[str, int], Curve]) -> float:
+    """The log10 loss inside the most curves (among their points), the median of the best ones."""
+    candidates = sorted({x for curve in all_curves.values() for x, _ in curve})
+    coverage = [sum(norm_at(c, x) is not None for c in all_curves.values()) for x in candidates]
+    best = [x for x, n in zip(candidates, coverage) if n == max(coverage)]
+    return best[len(best) // 2]
+
+
+def d_crit(mem_norms: dict[int, float], gen_norm: float) -> Optional[float]:
+    """D where C_mem's norm crosses C_gen's, linear in log D between the bracketing sizes."""
+    sizes = sorted(mem_norms)
+    for d0, d1 in zip(sizes, sizes[1:]):
+        n0, n1 = mem_norms[d0] - gen_norm, mem_norms[d1] - gen_norm
+        if n0 <= 0 <= n1 or n1 <= 0 <= n0:
+            t = 0.0 if n1 == n0 else n0 / (n0 - n1)
+            return 10 ** (math.log10(d0) + t * (math.log10(d1) - math.log10(d0)))
+    return None
+
+
+def estimate(rows: list[dict], seed: Optional[int] = None, log_ref: Optional[float] = None) -> dict:
+    """Norms at the reference loss for every (kind, D) and the resulting D_crit."""
+    all_curves = curves(rows, seed)
+    log_ref = reference_loss(all_curves) if log_ref is None else log_ref
+    at_ref = {key: norm_at(curve, log_ref) for key, curve in all_curves.items()}
+    mem = {d: n for (kind, d), n in at_ref.items() if kind == "mem" and n is not None}
+    gen = {d: n for (kind, d), n in at_ref.items() if kind == "gen" and n is not None}
+    gen_norm = mean(gen.values()) if gen else None
+    return {"log10_ref_loss": log_ref, "mem_norm_at_ref": dict(sorted(mem.items())),
+            "gen_norm_at_ref": dict(sorted(gen.items())), "gen_norm": gen_norm,
+            "d_crit": d_crit(mem, gen_norm) if gen_norm is not None else None}
+
+
+def figure(all_curves: dict[tuple[str, int], Curve], log_ref: float, result: dict):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    mem_sizes = sorted(d for kind, d in all_curves if kind == "mem")
+    cmap = plt.get_cmap("viridis")
+    for i, d in enumerate(mem_sizes):
+        xs, ys = zip(*all_curves[("mem", d)])
+        ax.plot([10**x for x in xs], ys, "o-", color=cmap(i / max(1, len(mem_sizes) - 1)), label=f"C_mem, D={d}")
+    for d in sorted(d for kind, d in all_curves if kind == "gen"):
+        xs, ys = zip(*all_curves[("gen", d)])
+        ax.plot([10**x for x in xs], ys, "s--", color="tab:red", alpha=0.5 + 0.5 * (d == max(mem_sizes + [d])),
+                label=f"C_gen, D={d}")
+    ax.axvline(10**log_ref, color="grey", lw=0.8, ls=":")
+    title = "D_crit ~ %s" % (f"{result['d_crit']:.0f}" if result["d_crit"] else "not bracketed")
+    ax.set(xscale="log", xlabel="train loss at convergence", ylabel="parameter norm", title=title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def report(sweep_dir: Path) -> dict:
+    """Writes efficiency.csv, efficiency.png, d_crit.json in the sweep folder and the figure to TensorBoard."""
+    sweep_dir = Path(sweep_dir)
+    rows = load(sweep_dir / "summary.csv")
+    kept = [r for r in rows if r["kind"] == "mem" or r["circuits/gen_fraction"] > GEN_FRACTION]
+    result = estimate(kept)
+    result["per_seed"] = {seed: estimate(kept, seed, result["log10_ref_loss"])
+                          for seed in sorted({r["seed"] for r in kept})}
+    result["excluded_gen_runs"] = [r["run"] for r in rows if r not in kept]
+    spread = defaultdict(list)
+    for seed_result in result["per_seed"].values():
+        for d, n in seed_result["mem_norm_at_ref"].items():
+            spread[d].append(n)
+    result["mem_norm_seed_std"] = {d: pstdev(v) for d, v in sorted(spread.items()) if len(v) > 1}
+    (sweep_dir / "d_crit.json").write_text(json.dumps(result, indent=1))
+    columns = ["run", "kind", "D", "wd", "seed", "train/loss", "norm/params", "logits/train_margin",
+               "circuits/gen_fraction", "train/acc", "step", "converged"]
+    with open(sweep_dir / "efficiency.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(sorted(rows, key=lambda r: (r["kind"], r["D"], r["wd"], r["seed"])))
+    fig = figure(curves(kept), result["log10_ref_loss"], result)
+    fig.savefig(sweep_dir / "efficiency.png", dpi=120)
+    from torch.utils.tensorboard import SummaryWriter
+
+    with SummaryWriter(str(sweep_dir / "report")) as writer:
+        writer.add_figure("efficiency/norm_vs_loss", fig)
+    return result
+
+
+if __name__ == "__main__":
+    print(json.dumps(report(Path(sys.argv[1])), indent=1))

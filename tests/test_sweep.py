@@ -1,0 +1,62 @@
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from lit_grok.reports.efficiency import d_crit, estimate, norm_at
+from lit_grok.sweep import expand, run_id, sweep
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_expand_takes_the_union_of_grid_products_without_duplicates():
+    runs = expand([{"a": [1, 2], "b": ["x"]}, {"a": [2], "b": ["x", "y"]}])
+    assert runs == [{"a": 1, "b": "x"}, {"a": 2, "b": "x"}, {"a": 2, "b": "y"}]
+    with pytest.raises(ValueError, match="grid entry 'a' must be a non-empty list"):
+        expand([{"a": 3}])
+
+
+def test_run_id_is_readable():
+    assert run_id({"data.init_args.train_size": 200, "seed_everything": 1, "x.flag": True}) == \
+        "train_size=200-seed_everything=1-flag=true"
+
+
+def test_sweep_runs_a_grid_writes_the_summary_and_skips_finished_runs(tmp_path, capsys):
+    tiny = {"data.init_args.modulus": 11, "trainer.max_steps": 20, "trainer.check_val_every_n_epoch": 10,
+            "model.init_args.network.init_args.d_model": 16, "model.init_args.network.init_args.d_mlp": 32}
+    grids = [{"data.init_args.train_size": [40, 60], "data.init_args.random_labels": [True]},
+             {"data.init_args.train_size": [80], "data.init_args.random_labels": [False]}]
+    kwargs = dict(base=str(ROOT / "configs/cpu/efficiency_base.yaml"), name="tiny", grids=grids, overrides=tiny,
+                  save_dir=str(tmp_path))
+    summary = sweep(**kwargs)
+    rows = list(csv.DictReader(summary.open()))
+    assert [int(r["data.init_args.train_size"]) for r in rows] == [40, 60, 80]
+    assert all(int(r["step"]) == 20 and float(r["data/train_size"]) == int(r["data.init_args.train_size"]) for r in rows)
+    assert {"events/grokked_step", "converged", "circuits/gen_fraction", "norm/params"} <= set(rows[0])
+    result = tmp_path / "tiny" / "train_size=40-random_labels=true" / "version_0" / "result.json"
+    stamp = result.stat().st_mtime_ns
+    capsys.readouterr()
+    sweep(**kwargs)
+    assert capsys.readouterr().out.count("done, skipped") == 3 and result.stat().st_mtime_ns == stamp
+    assert json.loads(result.read_text())["run"] == "train_size=40-random_labels=true"
+
+
+def test_d_crit_is_interpolated_where_the_curves_cross():
+    assert norm_at([(-3.0, 10.0), (-1.0, 20.0)], -2.0) == pytest.approx(15.0)
+    assert norm_at([(-3.0, 10.0), (-1.0, 20.0)], 0.0) is None
+    # C_mem norm at the reference loss 10, 20, 40 at D = 100, 200, 400; C_gen 30: crossing halfway (log) 200..400
+    assert d_crit({100: 10.0, 200: 20.0, 400: 40.0}, 30.0) == pytest.approx(200 * 2**0.5)
+    assert d_crit({100: 10.0, 200: 20.0}, 30.0) is None
+
+
+def test_estimate_on_a_constructed_summary():
+    rows = []
+    for kind, d, offset in [("mem", 100, 0.0), ("mem", 400, 20.0), ("gen", 800, 10.0), ("gen", 900, 10.0)]:
+        for wd, loss in [(0.5, 1e-6), (2.0, 1e-2)]:
+            rows.append({"kind": kind, "D": d, "wd": wd, "seed": 0, "train/loss": loss,
+                         "norm/params": offset + (20.0 if wd == 0.5 else 10.0)})
+    result = estimate(rows)
+    assert result["gen_norm"] == pytest.approx(result["gen_norm_at_ref"][800])
+    assert result["mem_norm_at_ref"][400] - result["mem_norm_at_ref"][100] == pytest.approx(20.0)
+    assert result["d_crit"] == pytest.approx(200.0)  # gen sits halfway between the mem curves: sqrt(100 * 400)
