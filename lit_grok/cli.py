@@ -62,6 +62,9 @@ class GrokCLI(LightningCLI):
         """Bad values in the config (an unknown operation, an impossible train_size, ...) end as a parser error."""
         try:
             super().instantiate_classes()
+            for callback in self.trainer.callbacks:  # callbacks whose settings depend on the data
+                if hasattr(callback, "check_data") and self.datamodule is not None:
+                    callback.check_data(self.datamodule)
         except ValueError as error:
             self.parser.error(str(error))
 

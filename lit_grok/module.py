@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Callable, Literal, Optional
+import functools
+from typing import Any, Callable, Literal, Optional
 
 import pytorch_lightning as pl
 import torch
@@ -21,6 +22,17 @@ SPLITS = ("val", "train")  # evaluation dataloader 0 is the held-out set, 1 the 
 def paper_adamw(params) -> torch.optim.Optimizer:
     """AdamW as in the paper (App. A): lr 1e-3, betas (0.9, 0.98), weight decay 1.0 on every parameter."""
     return torch.optim.AdamW(params, lr=1e-3, betas=(0.9, 0.98), weight_decay=1.0)
+
+
+def describe(fn: Any) -> Any:
+    """A callable as ``{"class_path", "init_args"}``, so that hyperparameters given from Python (a class, a
+    ``functools.partial``) pickle into checkpoints that ``torch.load(weights_only=True)`` can read back.
+    Config values from the CLI (dicts) and None pass through."""
+    if fn is None or isinstance(fn, (dict, str, int, float)):
+        return fn
+    if isinstance(fn, functools.partial):
+        return {"class_path": describe(fn.func)["class_path"], "init_args": dict(fn.keywords)}
+    return {"class_path": f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"}
 
 
 def parameter_norm(module: nn.Module) -> Tensor:
@@ -55,6 +67,7 @@ class GrokkingModule(pl.LightningModule):
         if warmup_steps < 0:
             raise ValueError(f"warmup_steps must be >= 0, got {warmup_steps}.")
         self.save_hyperparameters()
+        self.hparams.update(network=describe(self.hparams.network), optimizer=describe(self.hparams.optimizer))
         self.net = network(vocab_size, n_classes)
         self.make_optimizer = optimizer or paper_adamw
         self.warmup_steps = warmup_steps

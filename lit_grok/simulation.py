@@ -18,6 +18,8 @@ import torch
 from pytorch_lightning.cli import OptimizerCallable
 from torch import Tensor, nn
 
+from lit_grok.module import describe
+
 
 class SimulationData(pl.LightningDataModule):
     """The simulation's task: q classes. Its inputs are implicit (the losses are closed-form), so every
@@ -86,6 +88,7 @@ class CircuitSimulation(pl.LightningModule):
         if kappa <= 0:
             raise ValueError(f"kappa must be > 0, got {kappa}.")
         self.save_hyperparameters()
+        self.hparams.update(optimizer=describe(self.hparams.optimizer))
         self.automatic_optimization = False
         self.q = n_classes
         self.norms = (gen_norm, mem_norm)

@@ -2,8 +2,10 @@
 
 from lit_grok.callbacks.convergence import StopOnConvergence
 from lit_grok.callbacks.curves import TrainingCurves
+from lit_grok.callbacks.dataset_swap import DatasetSwap
 from lit_grok.callbacks.efficiency import CircuitEfficiency
 from lit_grok.callbacks.grok_events import GrokEvents
+from lit_grok.callbacks.plateaus import PlateauDetector
 from lit_grok.callbacks.progress import StepProgressBar
 
-__all__ = ["CircuitEfficiency", "GrokEvents", "StepProgressBar", "StopOnConvergence", "TrainingCurves"]
+__all__ = ["CircuitEfficiency", "DatasetSwap", "GrokEvents", "PlateauDetector", "StepProgressBar", "StopOnConvergence", "TrainingCurves"]
