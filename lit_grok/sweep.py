@@ -50,7 +50,6 @@ def run_id(params: dict[str, Any]) -> str:
 
 def execute(base: str, overrides: dict[str, Any], log_dir: Path) -> dict[str, Any]:
     """Runs one fit in this process and returns its final metrics, events and step."""
-    from lit_grok.callbacks import GrokEvents, StopOnConvergence
     from lit_grok.cli import main
 
     args = ["fit", "-c", base, *[f"--{k}={_text(v)}" for k, v in overrides.items()],
@@ -63,11 +62,9 @@ def execute(base: str, overrides: dict[str, Any], log_dir: Path) -> dict[str, An
     result: dict[str, Any] = {k: float(v) for k, v in cli.trainer.callback_metrics.items()}
     result["step"] = cli.trainer.global_step
     result["seconds"] = round(time.monotonic() - start, 2)
-    for callback in cli.trainer.callbacks:
-        if isinstance(callback, GrokEvents):
+    for callback in cli.trainer.callbacks:  # GrokEvents, StopOnConvergence, DatasetSwap, PlateauDetector
+        if hasattr(callback, "summary"):
             result.update(callback.summary())
-        if isinstance(callback, StopOnConvergence):
-            result["converged"] = callback.converged
     return result
 
 

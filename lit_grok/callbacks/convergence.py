@@ -36,6 +36,10 @@ class StopOnConvergence(pl.Callback):
     def converged(self) -> bool:
         return self.converged_step >= 0
 
+    def summary(self) -> dict[str, Any]:
+        """For a sweep's result row."""
+        return {"converged": self.converged, "events/converged_step": self.converged_step}
+
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking or self.converged:
             return

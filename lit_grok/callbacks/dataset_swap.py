@@ -60,6 +60,10 @@ class DatasetSwap(pl.Callback):
     def target_size(self, current: int) -> int:
         return self.new_size if self.new_size is not None else max(1, round(self.new_fraction * current))
 
+    def summary(self) -> dict[str, Any]:
+        """For a sweep's result row (-1: no swap)."""
+        return {"events/swap_step": -1 if self.swap_step is None else self.swap_step}
+
     def check_data(self, datamodule: Any) -> None:
         """Called by the CLI once the config is built: D' must fit in the training set it is drawn from."""
         if self.swap_step is None and self.new_size is not None and self.new_size > datamodule.train_size:

@@ -29,6 +29,14 @@ class PlateauDetector(pl.Callback):
         self.segment: list[tuple[int, float]] = []
         self.plateaus: list[dict[str, Any]] = []
 
+    def summary(self) -> dict[str, Any]:
+        """For a sweep's result row: the number of plateaus and the longest one (-1: none)."""
+        longest = max(self.plateaus, key=lambda p: p["end"] - p["start"], default=None)
+        return {"plateaus": len(self.plateaus),
+                "events/plateau_level": -1 if longest is None else longest["level"],
+                "events/plateau_length": -1 if longest is None else longest["end"] - longest["start"],
+                "plateau_transient": None if longest is None else longest["transient"]}
+
     def observe(self, step: int, train_acc: float, val_acc: float, trainer: Optional[pl.Trainer] = None) -> None:
         """Feeds one validation; the Lightning hook calls it, and tests can call it directly."""
         if self.memorised_step is None:

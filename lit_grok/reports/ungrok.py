@@ -1,0 +1,69 @@
+"""Ungrokking against D' (predictions 2 and 3, paper Figs. 4, 7): final validation accuracy per weight decay.
+
+    python -m lit_grok.reports.ungrok logs/cpu-ungrok-sweep
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from collections import defaultdict
+from pathlib import Path
+from statistics import mean
+
+
+def load(sweep_dir: Path) -> list[dict]:
+    with open(Path(sweep_dir) / "summary.csv") as f:
+        rows = list(csv.DictReader(f))
+    for row in rows:
+        row["D'"] = int(row["trainer.callbacks.init_args.new_size"])
+        row["wd"] = float(row["model.init_args.optimizer.init_args.weight_decay"])
+        for key in ("val/acc", "train/acc", "events/swap_step"):
+            row[key] = float(row[key])
+    return rows
+
+
+def table(rows: list[dict]) -> dict[float, dict[int, list[float]]]:
+    """weight decay -> D' -> final val/acc of each seed."""
+    result: dict[float, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for row in rows:
+        result[row["wd"]][row["D'"]].append(row["val/acc"])
+    return result
+
+
+def report(sweep_dir: Path) -> dict:
+    """Writes ungrok.png and ungrok.json (mean final val/acc per weight decay and D') in the sweep folder."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sweep_dir = Path(sweep_dir)
+    rows = load(sweep_dir)
+    by_wd = table(rows)
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    summary = {}
+    for wd in sorted(by_wd):
+        sizes = sorted(by_wd[wd])
+        means = [mean(by_wd[wd][d]) for d in sizes]
+        summary[str(wd)] = dict(zip(sizes, means))
+        line, = ax.plot(sizes, means, "o-", label=f"weight decay {wd}")
+        for d in sizes:
+            ax.scatter([d] * len(by_wd[wd][d]), by_wd[wd][d], color=line.get_color(), s=8, alpha=0.5)
+    ax.set(xscale="log", xlabel="D' (training pairs after the swap)", ylabel="final val/acc", ylim=(-0.02, 1.02))
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(sweep_dir / "ungrok.png", dpi=120)
+    result = {"mean_final_val_acc": summary, "min_final_train_acc": min(r["train/acc"] for r in rows),
+              "runs_without_swap": [r["run"] for r in rows if r["events/swap_step"] < 0]}
+    (sweep_dir / "ungrok.json").write_text(json.dumps(result, indent=1))
+    from torch.utils.tensorboard import SummaryWriter
+
+    with SummaryWriter(str(sweep_dir / "report")) as writer:
+        writer.add_figure("ungrok/final_val_acc", fig)
+    return result
+
+
+if __name__ == "__main__":
+    print(json.dumps(report(Path(sys.argv[1])), indent=1))
