@@ -60,3 +60,27 @@ def test_estimate_on_a_constructed_summary():
     assert result["gen_norm"] == pytest.approx(result["gen_norm_at_ref"][800])
     assert result["mem_norm_at_ref"][400] - result["mem_norm_at_ref"][100] == pytest.approx(20.0)
     assert result["d_crit"] == pytest.approx(200.0)  # gen sits halfway between the mem curves: sqrt(100 * 400)
+
+
+def test_reports_on_constructed_summaries(tmp_path):
+    from lit_grok.reports import semigrok, ungrok
+
+    ungrok_dir, semigrok_dir = tmp_path / "u", tmp_path / "s"
+    ungrok_dir.mkdir()
+    semigrok_dir.mkdir()
+    with open(ungrok_dir / "summary.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["run", "trainer.callbacks.init_args.new_size", "model.init_args.optimizer.init_args.weight_decay",
+                    "val/acc", "train/acc", "events/swap_step"])
+        w.writerows([["a", 30, 1.0, 0.1, 1.0, 400], ["b", 300, 1.0, 0.9, 1.0, 400], ["c", 30, 1.0, 0.3, 1.0, 400],
+                     ["d", 30, 2.0, 0.2, 1.0, -1]])
+    result = ungrok.report(ungrok_dir)
+    assert result["mean_final_val_acc"]["1.0"] == {30: pytest.approx(0.2), 300: pytest.approx(0.9)}
+    assert result["runs_without_swap"] == ["d"] and (ungrok_dir / "ungrok.png").exists()
+    with open(semigrok_dir / "summary.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["run", "data.init_args.train_size", "val/acc", "train/acc", "plateaus", "events/plateau_level",
+                    "events/plateau_length", "plateau_transient", "events/grokked_step"])
+        w.writerows([["x", 200, 0.5, 1.0, 1, 0.5, 4000, "False", -1], ["y", 100, 0.05, 1.0, 0, -1, -1, "", -1]])
+    runs = semigrok.report(semigrok_dir)["runs"]
+    assert [r["D"] for r in runs] == [100, 200] and runs[1]["events/plateau_level"] == 0.5
