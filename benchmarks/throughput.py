@@ -30,36 +30,47 @@ class _Clock(pl.Callback):
 
     def on_train_batch_start(self, trainer, *args) -> None:
         if trainer.global_step == WARMUP:
+            _sync()
             self.start = time.perf_counter()
 
     def on_train_end(self, trainer, *args) -> None:
+        _sync()
         self.seconds = time.perf_counter() - self.start
 
 
-def lit_grok_steps_per_s(data: ModularArithmeticDataModule, steps: int) -> float:
+def _sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def lit_grok_steps_per_s(data: ModularArithmeticDataModule, steps: int, accelerator: str = "cpu") -> float:
     torch.manual_seed(0)
     model = GrokkingModule(data.vocab_size, data.n_classes)
     clock = _Clock()
-    trainer = pl.Trainer(max_steps=steps, max_epochs=-1, accelerator="cpu", logger=False, enable_checkpointing=False,
+    trainer = pl.Trainer(max_steps=steps, max_epochs=-1, accelerator=accelerator, devices=1, logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
                          num_sanity_val_steps=0, callbacks=[clock])
     trainer.fit(model, data)
     return (steps - WARMUP) / clock.seconds
 
 
-def plain_steps_per_s(data: ModularArithmeticDataModule, steps: int) -> float:
+def plain_steps_per_s(data: ModularArithmeticDataModule, steps: int, device: str = "cpu") -> float:
     torch.manual_seed(0)
-    model = Transformer(data.vocab_size, data.n_classes)
+    model = Transformer(data.vocab_size, data.n_classes).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.98), weight_decay=1.0)
-    tokens, answers = data.tokens[data.train_indices], data.answers[data.train_indices]
+    tokens, answers = data.tokens[data.train_indices].to(device), data.answers[data.train_indices].to(device)
     for step in range(steps):
         if step == WARMUP:
+            if device != "cpu":
+                torch.cuda.synchronize()
             start = time.perf_counter()
         logits = model(tokens, all_positions=True)[:, -1]  # [D, P]
         loss = F.cross_entropy(logits.double(), answers)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
+    if device != "cpu":
+        torch.cuda.synchronize()
     return (steps - WARMUP) / (time.perf_counter() - start)
 
 

@@ -11,38 +11,43 @@ from torch import Tensor
 
 from lit_grok.tasks import check_task, make_table
 
-Batch = tuple[Tensor, Tensor]  # tokens [B, 3] (a, b, "="), answers [B]
+Batch = tuple[Tensor, Tensor, int]  # tokens [b, 3] (a, b, "="), answers [b], the batch's size over all ranks
 
 
 class TensorBatches:
-    """Yields (tokens, answers) slices of tensors that already sit on the device: no Dataset, no collation.
+    """Yields (tokens, answers, global size) slices of tensors already on the device: no Dataset, no collation.
 
     ``batch_size=None`` yields the whole set once (full batch, one step per epoch). Otherwise the rows are
     cut into ``ceil(N / batch_size)`` batches, reshuffled each pass when ``shuffle_seed`` is given; each
     pass's order depends only on (shuffle_seed, pass number), so a resumed run sees the same batches.
+    Under DDP every rank forms the same batches and keeps rows ``rank::world`` of each: the shards are
+    disjoint and cover the batch exactly, uneven sizes included (no padding, no duplicated samples).
     """
 
     def __init__(self, tokens: Tensor, answers: Tensor, batch_size: Optional[int] = None,
-                 shuffle_seed: Optional[int] = None, epoch: Callable[[], int] = lambda: 0) -> None:
+                 shuffle_seed: Optional[int] = None, epoch: Callable[[], int] = lambda: 0, rank: int = 0,
+                 world: int = 1) -> None:
         self.tokens, self.answers = tokens, answers
         self.batch_size = batch_size or len(answers)
         self.shuffle_seed = shuffle_seed
         self.epoch = epoch
+        self.rank, self.world = rank, world
 
     def __len__(self) -> int:
         return math.ceil(len(self.answers) / self.batch_size)
 
     def __iter__(self) -> Iterator[Batch]:
         n = len(self.answers)
-        if self.batch_size >= n:
-            yield self.tokens, self.answers
+        if self.batch_size >= n and self.world == 1:
+            yield self.tokens, self.answers, n
             return
         order = torch.arange(n, device=self.answers.device)
-        if self.shuffle_seed is not None:
+        if self.shuffle_seed is not None and self.batch_size < n:
             g = torch.Generator().manual_seed(self.shuffle_seed * 1_000_003 + self.epoch())
             order = torch.randperm(n, generator=g).to(self.answers.device)
         for rows in order.split(self.batch_size):
-            yield self.tokens[rows], self.answers[rows]
+            shard = rows[self.rank :: self.world]
+            yield self.tokens[shard], self.answers[shard], len(rows)
 
 
 class ModularArithmeticDataModule(pl.LightningDataModule):
@@ -132,8 +137,11 @@ class ModularArithmeticDataModule(pl.LightningDataModule):
     def _batches(self, indices: Tensor, batch_size: Optional[int], shuffle: bool) -> TensorBatches:
         rows = indices.to(self.answers.device)
         seed = self.data_seed if shuffle else None
-        epoch = (lambda: self.trainer.current_epoch) if self.trainer is not None else (lambda: 0)
-        return TensorBatches(self.tokens[rows], self.answers[rows], batch_size, seed, epoch)
+        if self.trainer is None:
+            return TensorBatches(self.tokens[rows], self.answers[rows], batch_size, seed)
+        trainer = self.trainer
+        return TensorBatches(self.tokens[rows], self.answers[rows], batch_size, seed, lambda: trainer.current_epoch,
+                             trainer.global_rank, trainer.world_size)
 
     def train_dataloader(self) -> TensorBatches:
         return self._batches(self.train_indices, self.batch_size, shuffle=True)

@@ -85,14 +85,20 @@ class GrokkingModule(pl.LightningModule):
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         # Nothing is logged here: every metric is measured at validation, so steps in between never sync.
-        tokens, answers = batch
-        return self.loss(self(tokens), answers)
+        tokens, answers, n_global = batch
+        world = self.trainer.world_size if self._trainer is not None else 1
+        # Each rank holds a shard of the batch; DDP averages gradients over ranks, so scaling the shard's
+        # summed loss by world / n_global makes the averaged gradient the full batch's mean-loss gradient.
+        losses = F.cross_entropy(self(tokens).to(self.loss_dtype), answers, reduction="sum")
+        return losses * (world / n_global)
 
     def _evaluate(self, batch: Batch, dataloader_idx: int) -> None:
-        tokens, answers = batch
+        tokens, answers, _ = batch
+        n = len(answers)
+        if n == 0:  # a rank's shard of a tiny set can be empty
+            return
         logits = self(tokens)
         split = SPLITS[dataloader_idx]
-        n = len(answers)
         self.eval_metrics[f"{split}_loss"].update(self.loss(logits, answers), n)
         self.eval_metrics[f"{split}_acc"].update((logits.argmax(-1) == answers).float().mean(), n)
         for stat in ("loss", "acc"):
@@ -106,10 +112,11 @@ class GrokkingModule(pl.LightningModule):
         self._evaluate(batch, dataloader_idx)
 
     def _log_state(self) -> None:
-        self.log("norm/params", parameter_norm(self))
+        # identical on every rank; sync_dist (one all-reduce per validation) keeps Lightning's DDP check quiet
+        self.log("norm/params", parameter_norm(self), sync_dist=True)
         train_size = getattr(self.trainer.datamodule, "train_size", None)
         if train_size is not None:
-            self.log("data/train_size", float(train_size))
+            self.log("data/train_size", float(train_size), sync_dist=True)
 
     def on_validation_epoch_end(self) -> None:
         self._log_state()

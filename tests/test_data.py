@@ -51,8 +51,8 @@ def test_full_batch_yields_the_whole_training_set_once():
     d.setup("fit")
     batches = list(d.train_dataloader())
     assert len(batches) == 1 and len(d.train_dataloader()) == 1
-    tokens, answers = batches[0]
-    assert torch.equal(tokens, d.tokens[d.train_indices])
+    tokens, answers, n = batches[0]
+    assert torch.equal(tokens, d.tokens[d.train_indices]) and n == 40
     val, train_eval = d.val_dataloader()
     assert len(next(iter(val))[1]) == 81 and len(next(iter(train_eval))[1]) == 40
 
@@ -95,3 +95,15 @@ def test_state_dict_restores_the_split_and_rejects_another_task():
 def test_bad_input_is_rejected(kwargs, message):
     with pytest.raises(ValueError, match=message):
         dm(**kwargs)
+
+
+def test_ranks_take_disjoint_shards_that_cover_each_batch():
+    tokens, answers = torch.arange(21).unsqueeze(1), torch.arange(21)
+    for batch_size in (None, 8):
+        shards = [list(TensorBatches(tokens, answers, batch_size, shuffle_seed=1, rank=r, world=2)) for r in (0, 1)]
+        assert len(shards[0]) == len(shards[1])
+        for (t0, a0, n0), (t1, a1, n1) in zip(*shards):
+            assert n0 == n1 == len(a0) + len(a1)
+            assert set(a0.tolist()).isdisjoint(a1.tolist())
+        covered = sorted(sum((a.tolist() for shard in shards for _, a, _ in shard), []))
+        assert covered == list(range(21))  # odd size: 11 + 10, nothing padded or duplicated

@@ -118,5 +118,5 @@ class CircuitEfficiency(pl.Callback):
                     answers = data.answers[rows, None]
                     metrics[f"circuits/gen_logit_{split}"] = gen[rows].gather(1, answers).mean()
                     metrics[f"circuits/mem_logit_{split}"] = mem[rows].gather(1, answers).mean()
-        for name, value in metrics.items():
-            pl_module.log(name, value.float())
+        for name, value in metrics.items():  # identical on every rank (each evaluates the whole table)
+            pl_module.log(name, value.float(), sync_dist=True)

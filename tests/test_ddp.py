@@ -1,0 +1,58 @@
+"""Two CPU processes (gloo, fork) against one: full-batch DDP must be exact, not just run."""
+
+import sys
+
+import pytest
+import pytorch_lightning as pl
+import torch
+
+from lit_grok import GrokkingModule, ModularArithmeticDataModule, Transformer
+from lit_grok.callbacks import CircuitEfficiency, DatasetSwap
+from functools import partial
+
+pytestmark = [pytest.mark.skipif(sys.platform == "win32", reason="ddp_fork needs fork"), pytest.mark.timeout(120)]
+
+STEPS = 30
+
+
+def fit(devices: int, train_size: int, callbacks=(), batch_size=None):
+    torch.manual_seed(0)
+    data = ModularArithmeticDataModule("add", 13, train_size=train_size, batch_size=batch_size)
+    model = GrokkingModule(data.vocab_size, data.n_classes,
+                           network=partial(Transformer, d_model=32, n_heads=4, d_mlp=64),
+                           optimizer=partial(torch.optim.AdamW, lr=3e-3, betas=(0.9, 0.98), weight_decay=1.0))
+    strategy = "ddp_fork" if devices > 1 else "auto"
+    trainer = pl.Trainer(accelerator="cpu", devices=devices, strategy=strategy, max_steps=STEPS, max_epochs=-1,
+                         check_val_every_n_epoch=10, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, callbacks=list(callbacks))
+    trainer.fit(model, data)
+    return model, {k: float(v) for k, v in trainer.callback_metrics.items()}
+
+
+# float32 sums split over two ranks round differently; over 30 AdamW steps the parameters agree to ~1e-6.
+TOL = dict(rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("train_size", [80, 81], ids=["even", "odd"])
+def test_two_processes_equal_one(train_size):
+    one, m1 = fit(1, train_size, [CircuitEfficiency()])
+    two, m2 = fit(2, train_size, [CircuitEfficiency()])
+    for p, q in zip(one.parameters(), two.parameters()):
+        torch.testing.assert_close(p, q, **TOL)
+    for name in ("val/loss", "val/acc", "train/loss", "train/acc", "norm/params", "efficiency/val"):
+        assert m2[name] == pytest.approx(m1[name], rel=1e-4, abs=1e-6), name
+
+
+def test_minibatches_are_exact_under_ddp():
+    one, _ = fit(1, 81, batch_size=20)
+    two, _ = fit(2, 81, batch_size=20)
+    for p, q in zip(one.parameters(), two.parameters()):
+        torch.testing.assert_close(p, q, **TOL)
+
+
+def test_dataset_swap_draws_the_same_subset_on_both_ranks():
+    one, m1 = fit(1, 81, [DatasetSwap(new_size=31, at_step=10)])
+    two, m2 = fit(2, 81, [DatasetSwap(new_size=31, at_step=10)])
+    assert m2["data/train_size"] == m1["data/train_size"] == 31
+    for p, q in zip(one.parameters(), two.parameters()):
+        torch.testing.assert_close(p, q, **TOL)
