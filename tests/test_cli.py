@@ -8,7 +8,8 @@ from lit_grok.cli import main
 from lit_grok.sweep import expand
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIGS = sorted((ROOT / "configs").rglob("*.yaml"))
+PRESETS = sorted((ROOT / "configs/trainer").glob("*.yaml"))
+CONFIGS = sorted(set((ROOT / "configs").rglob("*.yaml")) - set(PRESETS))
 
 
 def test_there_are_configs():
@@ -74,3 +75,18 @@ def test_every_sweep_builds_the_first_run_of_each_grid(path):
         cli = main(args, run=False)
         if "data.init_args.train_size" in params:
             assert cli.datamodule.train_size == params["data.init_args.train_size"]
+
+
+@pytest.mark.parametrize("preset", PRESETS, ids=lambda p: p.stem)
+def test_trainer_presets_compose_with_an_experiment(preset):
+    spec = yaml.safe_load(preset.read_text())["trainer"]
+    on_cpu = [] if spec["accelerator"] == "cpu" else ["--trainer.accelerator=cpu", "--trainer.devices=1"]
+    cli = main(["-c", str(ROOT / "configs/cpu/grok.yaml"), "-c", str(preset), *on_cpu, "--trainer.logger=false"],
+               run=False)
+    config = cli.config["trainer"]
+    for key in ("strategy", "precision", "num_nodes"):  # the preset's values win over the experiment's
+        if key in spec:
+            assert config[key] == spec[key]
+    if not on_cpu:
+        assert cli.trainer.num_devices == spec["devices"]
+    assert any(type(c).__name__ == "GrokEvents" for c in cli.trainer.callbacks)  # the experiment's callbacks stay

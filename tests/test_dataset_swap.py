@@ -80,6 +80,15 @@ def test_resume_before_or_after_the_swap_continues_exactly(tmp_path, resume_step
         assert torch.equal(p, q)
 
 
+def test_ungrok_a_trained_checkpoint_from_its_first_step(tmp_path):
+    checkpoint = pl.callbacks.ModelCheckpoint(every_n_train_steps=8, save_top_k=-1)
+    fit([checkpoint], 8, tmp_path / "pretrain")
+    sizes, swap = BatchSizes(), DatasetSwap(new_size=30, at_step=0)
+    _, _, data = fit([sizes, swap], 12, tmp_path / "ungrok", ckpt_path=str(Path(checkpoint.dirpath) / "epoch=7-step=8.ckpt"),
+                     enable_checkpointing=False)
+    assert swap.swap_step == 8 and sizes.sizes == [30] * 4 and data.train_size == 30
+
+
 @pytest.mark.parametrize("init_args, message", [
     ({"new_size": 100000, "at_step": 5}, "DatasetSwap new_size 100000 is larger than the training set"),
     ({"new_size": 0, "at_step": 5}, "new_size must be >= 1"),

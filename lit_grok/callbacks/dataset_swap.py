@@ -73,6 +73,12 @@ class DatasetSwap(pl.Callback):
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.check_data(trainer.datamodule)
 
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # A run resumed at or past at_step (e.g. ungrokking a grokked checkpoint with at_step: 0) swaps
+        # before its first step; the fit loop requests its loaders again before that step.
+        if self.swap_step is None and self.at_step is not None and trainer.global_step >= self.at_step:
+            self.swap(trainer)
+
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking or self.after_grokked is None or self.swap_step is not None:
             return

@@ -22,9 +22,14 @@ from pathlib import Path
 from statistics import mean, pstdev
 from typing import Optional
 
+from lit_grok.reports import pyplot, read_summary, save_figure
+
 GEN_FRACTION = 0.95  # the paper's criterion for a C_gen-only network
 
 Curve = list[tuple[float, float]]  # (log10 train loss, parameter norm), sorted by loss
+
+
+TAG = "efficiency/norm_vs_loss"  # the figure's TensorBoard tag
 
 
 def load(summary_csv: Path) -> list[dict]:
@@ -94,11 +99,7 @@ def estimate(rows: list[dict], seed: Optional[int] = None, log_ref: Optional[flo
 
 
 def figure(all_curves: dict[tuple[str, int], Curve], log_ref: float, result: dict):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
     mem_sizes = sorted(d for kind, d in all_curves if kind == "mem")
     cmap = plt.get_cmap("viridis")
@@ -139,11 +140,7 @@ def report(sweep_dir: Path) -> dict:
         writer.writeheader()
         writer.writerows(sorted(rows, key=lambda r: (r["kind"], r["D"], r["wd"], r["seed"])))
     fig = figure(curves(kept), result["log10_ref_loss"], result)
-    fig.savefig(sweep_dir / "efficiency.png", dpi=120)
-    from torch.utils.tensorboard import SummaryWriter
-
-    with SummaryWriter(str(sweep_dir / "report")) as writer:
-        writer.add_figure("efficiency/norm_vs_loss", fig)
+    save_figure(fig, sweep_dir, "efficiency.png", TAG)
     return result
 
 

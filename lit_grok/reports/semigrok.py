@@ -5,15 +5,17 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import sys
 from pathlib import Path
 
+from lit_grok.reports import pyplot, read_summary, save_figure
+
+TAG = "semigrok/val_acc"  # the figure's TensorBoard tag
+
 
 def load(sweep_dir: Path) -> list[dict]:
-    with open(Path(sweep_dir) / "summary.csv") as f:
-        rows = list(csv.DictReader(f))
+    rows = read_summary(sweep_dir)
     for row in rows:
         row["D"] = int(row["data.init_args.train_size"])
         for key in ("val/acc", "train/acc", "events/plateau_level", "events/plateau_length", "plateaus"):
@@ -23,11 +25,7 @@ def load(sweep_dir: Path) -> list[dict]:
 
 def report(sweep_dir: Path) -> dict:
     """Writes semigrok.png and semigrok.json (every run's final and plateau accuracy) in the sweep folder."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     sweep_dir = Path(sweep_dir)
     rows = sorted(load(sweep_dir), key=lambda r: (r["D"], r["run"]))
     fig, ax = plt.subplots(figsize=(6.5, 4))
@@ -38,15 +36,11 @@ def report(sweep_dir: Path) -> dict:
     ax.set(xlabel="D (training pairs)", ylabel="validation accuracy", ylim=(-0.02, 1.02))
     ax.legend()
     fig.tight_layout()
-    fig.savefig(sweep_dir / "semigrok.png", dpi=120)
+    save_figure(fig, sweep_dir, "semigrok.png", TAG)
     keys = ("run", "D", "val/acc", "train/acc", "plateaus", "events/plateau_level", "events/plateau_length",
             "plateau_transient", "events/grokked_step")
     result = {"runs": [{k: r.get(k) for k in keys} for r in rows]}
     (sweep_dir / "semigrok.json").write_text(json.dumps(result, indent=1))
-    from torch.utils.tensorboard import SummaryWriter
-
-    with SummaryWriter(str(sweep_dir / "report")) as writer:
-        writer.add_figure("semigrok/val_acc", fig)
     return result
 
 

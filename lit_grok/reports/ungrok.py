@@ -5,17 +5,19 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import sys
 from collections import defaultdict
 from pathlib import Path
 from statistics import mean
 
+from lit_grok.reports import pyplot, read_summary, save_figure
+
+TAG = "ungrok/final_val_acc"  # the figure's TensorBoard tag
+
 
 def load(sweep_dir: Path) -> list[dict]:
-    with open(Path(sweep_dir) / "summary.csv") as f:
-        rows = list(csv.DictReader(f))
+    rows = read_summary(sweep_dir)
     for row in rows:
         row["D'"] = int(row["trainer.callbacks.init_args.new_size"])
         row["wd"] = float(row["model.init_args.optimizer.init_args.weight_decay"])
@@ -34,11 +36,7 @@ def table(rows: list[dict]) -> dict[float, dict[int, list[float]]]:
 
 def report(sweep_dir: Path) -> dict:
     """Writes ungrok.png and ungrok.json (mean final val/acc per weight decay and D') in the sweep folder."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     sweep_dir = Path(sweep_dir)
     rows = load(sweep_dir)
     by_wd = table(rows)
@@ -54,14 +52,10 @@ def report(sweep_dir: Path) -> dict:
     ax.set(xscale="log", xlabel="D' (training pairs after the swap)", ylabel="final val/acc", ylim=(-0.02, 1.02))
     ax.legend()
     fig.tight_layout()
-    fig.savefig(sweep_dir / "ungrok.png", dpi=120)
+    save_figure(fig, sweep_dir, "ungrok.png", TAG)
     result = {"mean_final_val_acc": summary, "min_final_train_acc": min(r["train/acc"] for r in rows),
               "runs_without_swap": [r["run"] for r in rows if r["events/swap_step"] < 0]}
     (sweep_dir / "ungrok.json").write_text(json.dumps(result, indent=1))
-    from torch.utils.tensorboard import SummaryWriter
-
-    with SummaryWriter(str(sweep_dir / "report")) as writer:
-        writer.add_figure("ungrok/final_val_acc", fig)
     return result
 
 
