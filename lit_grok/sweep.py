@@ -16,9 +16,11 @@ import importlib
 import itertools
 import json
 import shutil
+import sys
 import time
 from pathlib import Path
 from typing import Any, Optional
+from unittest.mock import patch
 
 from jsonargparse import CLI
 
@@ -58,7 +60,8 @@ def execute(base: str, overrides: dict[str, Any], log_dir: Path) -> dict[str, An
             "--trainer.logger.init_args.version=0", "--trainer.enable_progress_bar=false",
             "--trainer.enable_model_summary=false"]
     start = time.monotonic()
-    cli = main(args)
+    with patch.object(sys, "argv", sys.argv[:1]):  # the run is described by args alone
+        cli = main(args)
     result: dict[str, Any] = {k: float(v) for k, v in cli.trainer.callback_metrics.items()}
     result["step"] = cli.trainer.global_step
     result["seconds"] = round(time.monotonic() - start, 2)
