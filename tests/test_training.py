@@ -22,6 +22,22 @@ def scalars(log_dir: str, tag: str) -> dict[int, float]:
     return {e.step: e.value for e in events(log_dir).Scalars(tag)}
 
 
+def hparams_plugin(log_dir: str) -> tuple[list[str], list[str]]:
+    """The metric tags the HPARAMS tab compares and the hyperparameter names it shows."""
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    metrics, params = [], []
+    for path in Path(log_dir).glob("events.*"):
+        for event in EventFileLoader(str(path)).Load():
+            for value in event.summary.value:
+                if value.metadata.plugin_data.plugin_name == "hparams":
+                    data = plugin_data_pb2.HParamsPluginData.FromString(value.metadata.plugin_data.content)
+                    metrics += [m.name.tag for m in data.experiment.metric_infos]
+                    params += list(data.session_start_info.hparams)
+    return metrics, params
+
+
 def test_tiny_config_groks_and_logs_every_metric(tiny_args):
     cli = main(["fit", *tiny_args])
     metrics = cli.trainer.callback_metrics
@@ -36,6 +52,11 @@ def test_tiny_config_groks_and_logs_every_metric(tiny_args):
     assert (log_dir / "config.yaml").exists() and (log_dir / "hparams.yaml").exists()
     assert "operation: add" in (log_dir / "hparams.yaml").read_text()
     assert (log_dir / "checkpoints" / "last.ckpt").exists()
+    hp_metrics, hp_params = hparams_plugin(str(log_dir))
+    assert hp_metrics == ["events/memorised_step", "events/grokked_step", "events/grok_delay"]
+    assert {"operation", "modulus", "loss_dtype"} <= set(hp_params)
+    grokked = scalars(str(log_dir), "events/grokked_step")
+    assert grokked[max(grokked)] == max(grokked) > 0  # logged once, at the step it happened
 
 
 def test_resume_continues_exactly(tiny_args, tmp_path):

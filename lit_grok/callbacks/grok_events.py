@@ -44,9 +44,11 @@ class GrokEvents(pl.Callback):
         return {name: -1 if v is None else v for name, v in zip(EVENTS, values)}
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        data = trainer.datamodule
+        params = {**pl_module.hparams, **(data.hparams if data is not None else {})}  # the HPARAMS tab's columns
         for logger in trainer.loggers:
             if isinstance(logger, TensorBoardLogger):
-                logger.log_hyperparams(pl_module.hparams, self.summary())
+                logger.log_hyperparams(params, self.summary())
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking:
