@@ -116,6 +116,8 @@ def main(args: Optional[Union[list[str], dict[str, Any]]] = None, run: bool = Tr
         save_config_callback=SaveConfigToTensorBoard,
         save_config_kwargs={"overwrite": True},
         auto_configure_optimizers=False,
+        parser_kwargs={"description": "lit_grok: grokking through circuit efficiency. Subcommands train, validate "
+                                      "or test one run; `python -m lit_grok sweep --config SWEEP.yaml` runs a sweep."},
         args=args,
         run=run,
     )

@@ -118,5 +118,8 @@ def sweep(base: str, name: str, grids: list[dict[str, list[Any]]], overrides: Op
 
 
 def main(args: Optional[list[str]] = None) -> None:
-    """``python -m lit_grok sweep --config SWEEP.yaml``."""
-    CLI(sweep, args=args)
+    """``python -m lit_grok sweep --config SWEEP.yaml``; a bad sweep file ends with one line, not a traceback."""
+    try:
+        CLI(sweep, args=args)
+    except (ValueError, FileNotFoundError) as error:
+        sys.exit(f"error: {error}")

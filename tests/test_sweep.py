@@ -84,3 +84,11 @@ def test_reports_on_constructed_summaries(tmp_path):
         w.writerows([["x", 200, 0.5, 1.0, 1, 0.5, 4000, "False", -1], ["y", 100, 0.05, 1.0, 0, -1, -1, "", -1]])
     runs = semigrok.report(semigrok_dir)["runs"]
     assert [r["D"] for r in runs] == [100, 200] and runs[1]["events/plateau_level"] == 0.5
+
+
+def test_a_bad_sweep_file_ends_with_one_line(tmp_path, capsys):
+    from lit_grok.sweep import main
+
+    (tmp_path / "bad.yaml").write_text("base: nope.yaml\nname: x\ngrids:\n  - a: [1]\n")
+    with pytest.raises(SystemExit, match="error: base config 'nope.yaml' does not exist."):
+        main(["--config", str(tmp_path / "bad.yaml")])
