@@ -15,7 +15,7 @@ pytestmark = [pytest.mark.skipif(sys.platform == "win32", reason="ddp_fork needs
 STEPS = 30
 
 
-def fit(devices: int, train_size: int, callbacks=(), batch_size=None):
+def fit(devices: int, train_size: int, callbacks=(), batch_size=None, logger=False):
     torch.manual_seed(0)
     data = ModularArithmeticDataModule("add", 13, train_size=train_size, batch_size=batch_size)
     model = GrokkingModule(data.vocab_size, data.n_classes,
@@ -24,7 +24,7 @@ def fit(devices: int, train_size: int, callbacks=(), batch_size=None):
                            optimizer=partial(torch.optim.SGD, lr=0.1, weight_decay=1e-2))
     strategy = "ddp_fork" if devices > 1 else "auto"
     trainer = pl.Trainer(accelerator="cpu", devices=devices, strategy=strategy, max_steps=STEPS, max_epochs=-1,
-                         check_val_every_n_epoch=10, logger=False, enable_checkpointing=False,
+                         check_val_every_n_epoch=10, logger=logger, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False, callbacks=list(callbacks))
     trainer.fit(model, data)
     return model, {k: float(v) for k, v in trainer.callback_metrics.items()}
@@ -57,3 +57,14 @@ def test_dataset_swap_draws_the_same_subset_on_both_ranks():
     assert m2["data/train_size"] == m1["data/train_size"] == 31
     for p, q in zip(one.parameters(), two.parameters()):
         torch.testing.assert_close(p, q, **TOL)
+
+
+def test_rank_zero_writes_the_curves_and_grok_events_under_ddp(tmp_path):
+    from pytorch_lightning.loggers import TensorBoardLogger
+
+    from lit_grok.callbacks import GrokEvents, TrainingCurves
+
+    logger = TensorBoardLogger(tmp_path, name="ddp", version=0)
+    fit(2, 81, [TrainingCurves(), GrokEvents()], logger=logger)
+    assert (tmp_path / "ddp" / "version_0" / "curves.png").exists()
+    assert len(list((tmp_path / "ddp" / "version_0").glob("events.*"))) == 1  # one writer: rank 0

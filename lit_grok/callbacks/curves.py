@@ -29,12 +29,13 @@ class TrainingCurves(pl.Callback):
                 self.history[name].append((trainer.global_step, float(trainer.callback_metrics[name])))
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        log_dir = trainer.log_dir  # a broadcast under DDP: every rank must ask, before rank 0 goes on alone
         if not trainer.is_global_zero or not any(self.history.values()):
             return
         fig = self.figure()
-        if trainer.log_dir is not None:
-            os.makedirs(trainer.log_dir, exist_ok=True)
-            fig.savefig(os.path.join(trainer.log_dir, self.filename), dpi=120)
+        if log_dir is not None:
+            os.makedirs(log_dir, exist_ok=True)
+            fig.savefig(os.path.join(log_dir, self.filename), dpi=120)
         for logger in trainer.loggers:
             if isinstance(logger, TensorBoardLogger):
                 logger.experiment.add_figure("curves", fig, global_step=trainer.global_step, close=False)
