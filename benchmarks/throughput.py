@@ -11,6 +11,7 @@ real runs). Steady state only: the first WARMUP steps of each run are not timed.
 from __future__ import annotations
 
 import argparse
+from functools import partial
 import platform
 import statistics
 import time
@@ -43,9 +44,11 @@ def _sync() -> None:
         torch.cuda.synchronize()
 
 
-def lit_grok_steps_per_s(data: ModularArithmeticDataModule, steps: int, accelerator: str = "cpu") -> float:
+def lit_grok_steps_per_s(data: ModularArithmeticDataModule, steps: int, accelerator: str = "cpu",
+                         **net: int) -> float:
+    """Steps/s of GrokkingModule on the Trainer; ``net`` overrides the Transformer's sizes."""
     torch.manual_seed(0)
-    model = GrokkingModule(data.vocab_size, data.n_classes)
+    model = GrokkingModule(data.vocab_size, data.n_classes, network=partial(Transformer, **net))
     clock = _Clock()
     trainer = pl.Trainer(max_steps=steps, max_epochs=-1, accelerator=accelerator, devices=1, logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
