@@ -57,6 +57,7 @@ class GrokCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.link_arguments("data.vocab_size", "model.init_args.vocab_size", apply_on="instantiate")
         parser.link_arguments("data.n_classes", "model.init_args.n_classes", apply_on="instantiate")
+        parser.link_arguments("data.n_members", "model.init_args.n_members", apply_on="instantiate")
 
     def instantiate_classes(self) -> None:
         """Bad values in the config (an unknown operation, an impossible train_size, ...) end as a parser error."""

@@ -118,6 +118,10 @@ class EnsembleAdamW(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure=None):  # type: ignore[override]
+        loss = None
+        if closure is not None:  # Lightning computes the loss and gradients inside the closure
+            with torch.enable_grad():
+                loss = closure()
         for group in self.param_groups:
             beta1, beta2 = group["betas"]
             for p in group["params"]:
@@ -137,4 +141,4 @@ class EnsembleAdamW(torch.optim.Optimizer):
                 bias1, bias2 = 1 - beta1 ** state["step"], 1 - beta2 ** state["step"]
                 denom = (exp_avg_sq.sqrt() / math.sqrt(bias2)).add_(group["eps"])
                 p.sub_(lr / bias1 * exp_avg / denom)
-        return None
+        return loss

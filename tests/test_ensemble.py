@@ -63,3 +63,29 @@ def test_k_members_trained_together_equal_k_single_runs():
 def test_layer_norm_members_are_refused():
     with pytest.raises(ValueError, match="without LayerNorm only"):
         EnsembleTransformer([Transformer(5, 4, d_model=8, n_heads=2, d_mlp=8, layer_norm=True)])
+
+
+def test_ensemble_module_logs_each_member_as_a_run_matching_its_single_run(tmp_path):
+    from tests.test_training import scalars
+
+    from lit_grok.cli import main
+
+    net = dict(n_layers=1, d_model=32, n_heads=4, d_mlp=64)
+    args = ["fit", "--model=lit_grok.ensemble_module.EnsembleModule", "--model.seeds=[0,1]", "--model.lr=3.0e-3",
+            "--model.weight_decay=[1.0,0.3]", *[f"--model.{k}={v}" for k, v in net.items()],
+            "--data=lit_grok.ensemble_module.EnsembleDataModule", "--data.modulus=13", "--data.train_sizes=[60,90]",
+            "--data.data_seeds=[0,5]", "--trainer.max_steps=20", "--trainer.check_val_every_n_epoch=10",
+            "--trainer.enable_checkpointing=false", "--trainer.enable_progress_bar=false",
+            f"--trainer.logger.init_args.save_dir={tmp_path}"]
+    cli = main(args)
+    assert cli.model.hparams.n_members == 2  # linked from the data
+    member = scalars(f"{cli.trainer.log_dir}/member_1", "val/loss")
+    assert sorted(member) == [10, 20]  # logged at the optimiser step
+    data = ModularArithmeticDataModule("add", 13, train_size=90, data_seed=5)
+    torch.manual_seed(1)
+    model = GrokkingModule(data.vocab_size, data.n_classes, network=partial(Transformer, **net),
+                           optimizer=partial(torch.optim.AdamW, lr=3e-3, betas=(0.9, 0.98), weight_decay=0.3))
+    trainer = pl.Trainer(max_steps=20, max_epochs=-1, check_val_every_n_epoch=20, logger=False,
+                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(model, data)
+    assert member[20] == pytest.approx(float(trainer.callback_metrics["val/loss"]), rel=1e-5)
