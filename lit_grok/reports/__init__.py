@@ -3,13 +3,27 @@
 from __future__ import annotations
 
 import csv
+import json
+import math
+import sys
 from pathlib import Path
+from typing import Callable
 
 
-def read_summary(sweep_dir: Path) -> list[dict]:
-    """The sweep's summary.csv as a list of rows (strings; each report converts what it uses)."""
+def read_summary(sweep_dir: Path, numbers: tuple[str, ...] = ()) -> list[dict]:
+    """The sweep's summary.csv as a list of rows: strings, except the ``numbers`` columns, read as floats
+    (NaN where a run left the column empty or lacks it)."""
     with open(Path(sweep_dir) / "summary.csv") as f:
-        return list(csv.DictReader(f))
+        rows = list(csv.DictReader(f))
+    for row in rows:
+        for key in numbers:
+            row[key] = float(row[key]) if row.get(key) not in (None, "") else math.nan
+    return rows
+
+
+def main(report: Callable[[Path], dict]) -> None:
+    """``python -m lit_grok.reports.<experiment> SWEEP_DIR``: runs the report and prints its result."""
+    print(json.dumps(report(Path(sys.argv[1])), indent=1))
 
 
 def pyplot():

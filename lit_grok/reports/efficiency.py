@@ -16,13 +16,12 @@ from __future__ import annotations
 import csv
 import json
 import math
-import sys
 from collections import defaultdict
 from pathlib import Path
 from statistics import mean, pstdev
 from typing import Optional
 
-from lit_grok.reports import pyplot, read_summary, save_figure
+from lit_grok.reports import main, pyplot, read_summary, save_figure
 
 GEN_FRACTION = 0.95  # the paper's criterion for a C_gen-only network
 
@@ -32,16 +31,14 @@ Curve = list[tuple[float, float]]  # (log10 train loss, parameter norm), sorted 
 TAG = "efficiency/norm_vs_loss"  # the figure's TensorBoard tag
 
 
-def load(summary_csv: Path) -> list[dict]:
-    with open(summary_csv) as f:
-        rows = list(csv.DictReader(f))
+def load(sweep_dir: Path) -> list[dict]:
+    rows = read_summary(sweep_dir, ("train/loss", "norm/params", "circuits/gen_fraction", "logits/train_margin",
+                                    "train/acc"))
     for row in rows:
         row["kind"] = "mem" if row["data.init_args.random_labels"] in ("True", "true") else "gen"
         row["D"] = int(row["data.init_args.train_size"])
         row["wd"] = float(row["model.init_args.optimizer.init_args.weight_decay"])
         row["seed"] = int(row.get("seed_everything") or 0)
-        for key in ("train/loss", "norm/params", "circuits/gen_fraction", "logits/train_margin", "train/acc"):
-            row[key] = float(row[key]) if row.get(key) not in (None, "") else math.nan
     return rows
 
 
@@ -121,7 +118,7 @@ def figure(all_curves: dict[tuple[str, int], Curve], log_ref: float, result: dic
 def report(sweep_dir: Path) -> dict:
     """Writes efficiency.csv, efficiency.png, d_crit.json in the sweep folder and the figure to TensorBoard."""
     sweep_dir = Path(sweep_dir)
-    rows = load(sweep_dir / "summary.csv")
+    rows = load(sweep_dir)
     kept = [r for r in rows if r["kind"] == "mem" or r["circuits/gen_fraction"] > GEN_FRACTION]
     result = estimate(kept)
     result["per_seed"] = {seed: estimate(kept, seed, result["log10_ref_loss"])
@@ -145,4 +142,4 @@ def report(sweep_dir: Path) -> dict:
 
 
 if __name__ == "__main__":
-    print(json.dumps(report(Path(sys.argv[1])), indent=1))
+    main(report)

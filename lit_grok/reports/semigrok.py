@@ -6,20 +6,18 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
-from lit_grok.reports import pyplot, read_summary, save_figure
+from lit_grok.reports import main, pyplot, read_summary, save_figure
 
 TAG = "semigrok/val_acc"  # the figure's TensorBoard tag
 
 
 def load(sweep_dir: Path) -> list[dict]:
-    rows = read_summary(sweep_dir)
+    rows = read_summary(sweep_dir, ("val/acc", "train/acc", "events/plateau_level", "events/plateau_length",
+                                    "plateaus"))
     for row in rows:
         row["D"] = int(row["data.init_args.train_size"])
-        for key in ("val/acc", "train/acc", "events/plateau_level", "events/plateau_length", "plateaus"):
-            row[key] = float(row[key])
     return rows
 
 
@@ -45,4 +43,4 @@ def report(sweep_dir: Path) -> dict:
 
 
 if __name__ == "__main__":
-    print(json.dumps(report(Path(sys.argv[1])), indent=1))
+    main(report)

@@ -6,23 +6,20 @@
 from __future__ import annotations
 
 import json
-import sys
 from collections import defaultdict
 from pathlib import Path
 from statistics import mean
 
-from lit_grok.reports import pyplot, read_summary, save_figure
+from lit_grok.reports import main, pyplot, read_summary, save_figure
 
 TAG = "ungrok/final_val_acc"  # the figure's TensorBoard tag
 
 
 def load(sweep_dir: Path) -> list[dict]:
-    rows = read_summary(sweep_dir)
+    rows = read_summary(sweep_dir, ("val/acc", "train/acc", "events/swap_step"))
     for row in rows:
         row["D'"] = int(row["trainer.callbacks.init_args.new_size"])
         row["wd"] = float(row["model.init_args.optimizer.init_args.weight_decay"])
-        for key in ("val/acc", "train/acc", "events/swap_step"):
-            row[key] = float(row[key])
     return rows
 
 
@@ -60,4 +57,4 @@ def report(sweep_dir: Path) -> dict:
 
 
 if __name__ == "__main__":
-    print(json.dumps(report(Path(sys.argv[1])), indent=1))
+    main(report)
