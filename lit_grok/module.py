@@ -80,8 +80,9 @@ class GrokkingModule(pl.LightningModule):
         """tokens [B, T] -> answer logits [B, n_classes]."""
         return self.net(tokens)
 
-    def loss(self, logits: Tensor, answers: Tensor) -> Tensor:
-        return F.cross_entropy(logits.to(self.loss_dtype), answers)
+    def loss(self, logits: Tensor, answers: Tensor, reduction: str = "mean") -> Tensor:
+        """Cross-entropy of the answer logits, computed in ``loss_dtype``."""
+        return F.cross_entropy(logits.to(self.loss_dtype), answers, reduction=reduction)
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         # Nothing is logged here: every metric is measured at validation, so steps in between never sync.
@@ -89,8 +90,7 @@ class GrokkingModule(pl.LightningModule):
         world = self.trainer.world_size if self._trainer is not None else 1
         # Each rank holds a shard of the batch; DDP averages gradients over ranks, so scaling the shard's
         # summed loss by world / n_global makes the averaged gradient the full batch's mean-loss gradient.
-        losses = F.cross_entropy(self(tokens).to(self.loss_dtype), answers, reduction="sum")
-        return losses * (world / n_global)
+        return self.loss(self(tokens), answers, reduction="sum") * (world / n_global)
 
     def _evaluate(self, batch: Batch, dataloader_idx: int) -> None:
         tokens, answers, _ = batch
