@@ -13,6 +13,7 @@ from pytorch_lightning.cli import LightningArgumentParser, LightningCLI, SaveCon
 from pytorch_lightning.loggers import TensorBoardLogger
 
 from lit_grok.callbacks import StepProgressBar, TrainingCurves
+from lit_grok.callbacks.members import PER_MEMBER, Members
 
 # Trainer defaults for one-step epochs (full batch): validate every 100 steps rather than every step,
 # no sanity check, stop on max_steps alone, and TensorBoard under logs/<experiment>/version_N/.
@@ -88,11 +89,31 @@ class GrokCLI(LightningCLI):
             callbacks.append(StepProgressBar())
         if not _has(callbacks, TrainingCurves):
             callbacks.append(TrainingCurves())
+        n_members = getattr(self.datamodule, "n_members", None)
+        if n_members is not None:  # an ensemble: the single-run callbacks go to each member
+            members = next((c for c in callbacks if isinstance(c, Members)), None) or Members()
+            members.share([c for c in callbacks if isinstance(c, PER_MEMBER)], n_members)
+            callbacks = [c for c in callbacks if not isinstance(c, (Members, *PER_MEMBER))] + [members]
         return super().instantiate_trainer(**{**kwargs, "callbacks": callbacks})
 
 
 def _has(callbacks: list, kind: type) -> bool:
     return any(isinstance(c, kind) for c in callbacks)
+
+
+CLI_KWARGS: dict[str, Any] = dict(
+    model_class=LightningModule,
+    datamodule_class=LightningDataModule,
+    subclass_mode_model=True,
+    subclass_mode_data=True,
+    seed_everything_default=0,
+    trainer_defaults=TRAINER_DEFAULTS,
+    save_config_callback=SaveConfigToTensorBoard,
+    save_config_kwargs={"overwrite": True},
+    auto_configure_optimizers=False,
+    parser_kwargs={"description": "lit_grok: grokking through circuit efficiency. Subcommands train, validate "
+                                  "or test one run; `python -m lit_grok sweep --config SWEEP.yaml` runs a sweep."},
+)
 
 
 def main(args: Optional[Union[list[str], dict[str, Any]]] = None, run: bool = True) -> GrokCLI:
@@ -107,18 +128,14 @@ def main(args: Optional[Union[list[str], dict[str, Any]]] = None, run: bool = Tr
 
         sweep_main(argv[1:])
         return None  # type: ignore[return-value]
-    return GrokCLI(
-        LightningModule,
-        LightningDataModule,
-        subclass_mode_model=True,
-        subclass_mode_data=True,
-        seed_everything_default=0,
-        trainer_defaults=TRAINER_DEFAULTS,
-        save_config_callback=SaveConfigToTensorBoard,
-        save_config_kwargs={"overwrite": True},
-        auto_configure_optimizers=False,
-        parser_kwargs={"description": "lit_grok: grokking through circuit efficiency. Subcommands train, validate "
-                                      "or test one run; `python -m lit_grok sweep --config SWEEP.yaml` runs a sweep."},
-        args=args,
-        run=run,
-    )
+    return GrokCLI(args=args, run=run, **CLI_KWARGS)
+
+
+class _ParseOnly(GrokCLI):
+    def instantiate_classes(self) -> None:
+        pass
+
+
+def parse_config(args: list[str]) -> dict[str, Any]:
+    """The config a command line (without subcommand) describes, as a dict, with nothing instantiated."""
+    return _ParseOnly(args=args, run=False, **CLI_KWARGS).config.as_dict()

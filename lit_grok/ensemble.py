@@ -5,7 +5,7 @@ This is the core of vectorised ensembles (issue 6): ``EnsembleTransformer`` stac
 learning rate and weight decay per member (AdamW is elementwise, so this is the same arithmetic as K
 optimisers), and ``member_loss`` averages each member's cross-entropy over its own training set, given as
 padded indices with a mask. Members never share a parameter, so one backward pass gives each member the
-gradient it would get alone. Not yet wired into the CLI, callbacks or sweeps.
+gradient it would get alone. ``lit_grok.ensemble_module`` puts them on the Trainer.
 """
 
 from __future__ import annotations
@@ -78,6 +78,14 @@ class EnsembleTransformer(nn.Module):
             h = F.relu(torch.einsum("kbtc,kmc->kbtm", x, p["fc_in"]) + p["fc_in_bias"][:, None, None])
             x = x + torch.einsum("kbtm,kcm->kbtc", h, p["fc_out"]) + p["fc_out_bias"][:, None, None]
         return torch.einsum("kbc,knc->kbn", x[:, :, -1], self.unembed)  # [K, B, n_classes]
+
+    def member(self, k: int) -> Transformer:
+        """Member k as a standalone ``Transformer`` (a copy: training the ensemble does not change it)."""
+        K, V, C = self.embed.shape
+        net = Transformer(V, self.unembed.shape[1], n_ctx=self.pos_embed.shape[1], n_layers=self.n_layers, d_model=C,
+                          n_heads=self.n_heads, d_mlp=self.blocks[0]["fc_in"].shape[1])
+        net.load_state_dict(self.member_state_dict(k))
+        return net.to(self.embed.device)
 
     def member_state_dict(self, k: int) -> dict[str, Tensor]:
         """Member k's parameters under a single ``Transformer``'s names."""

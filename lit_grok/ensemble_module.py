@@ -1,8 +1,10 @@
 """Ensembles on the Trainer: K members' data splits (EnsembleDataModule) and their joint training
-(EnsembleModule), each member logged as its own TensorBoard run under ``<log_dir>/member_<k>/``."""
+(EnsembleModule). ``lit_grok.callbacks.Members`` runs the single-run callbacks per member and logs each
+member as its own TensorBoard run; the CLI adds it to every ensemble run."""
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, Iterator, Literal, Optional, Union
 
 import pytorch_lightning as pl
@@ -12,7 +14,7 @@ from torch import Tensor
 from lit_grok.data import ModularArithmeticDataModule
 from lit_grok.ensemble import EnsembleAdamW, EnsembleTransformer, member_loss, padded_batch
 from lit_grok.model import Transformer
-from lit_grok.module import SPLITS
+from lit_grok.module import SPLITS, GrokkingModule
 
 EnsembleBatch = tuple[Tensor, Tensor, Tensor]  # tokens [K, B, 3], answers [K, B], mask [K, B]
 
@@ -52,11 +54,37 @@ class EnsembleDataModule(pl.LightningDataModule):
         super().__init__()
         self.save_hyperparameters()
         k = len(train_sizes)
+        if k == 0:
+            raise ValueError("train_sizes must list at least one member's D.")
         seeds, labels = _per_member(data_seeds, k, "data_seeds"), _per_member(random_labels, k, "random_labels")
-        self.members = [ModularArithmeticDataModule(operation, modulus, train_size=d, data_seed=s, random_labels=r)
-                        for d, s, r in zip(train_sizes, seeds, labels)]
-        self.tokens = self.members[0].tokens  # [N, 3], the same table for every member
-        self.answers = torch.stack([m.answers for m in self.members])  # [K, N]
+        members = [ModularArithmeticDataModule(operation, modulus, train_size=d, data_seed=s, random_labels=r)
+                   for d, s, r in zip(train_sizes, seeds, labels)]
+        own = inspect.signature(ModularArithmeticDataModule.__init__).parameters
+        for member in members:  # its save_hyperparameters also picked up this __init__'s arguments: drop them
+            for key in [key for key in member.hparams if key not in own]:
+                del member.hparams[key]
+        self._use(members)
+
+    @classmethod
+    def from_datamodules(cls, members: list[ModularArithmeticDataModule]) -> "EnsembleDataModule":
+        """The ensemble of K single-run DataModules (their splits as they are); they must share task and
+        modulus and be full batch."""
+        first = members[0]
+        for m in members:
+            if (m.operation, m.modulus) != (first.operation, first.modulus):
+                raise ValueError(f"ensemble members must share one task, got {m.operation} mod {m.modulus} "
+                                 f"beside {first.operation} mod {first.modulus}.")
+            if m.batch_size is not None:
+                raise ValueError(f"ensembles train full batch; a member has batch_size={m.batch_size}.")
+        ensemble = cls(first.operation, first.modulus, [m.train_size for m in members],
+                       [m.data_seed for m in members], [m.random_labels for m in members])
+        ensemble._use(members)
+        return ensemble
+
+    def _use(self, members: list[ModularArithmeticDataModule]) -> None:
+        self.members = members  # each member's split lives in its own DataModule (DatasetSwap changes it)
+        self.tokens = members[0].tokens  # [N, 3], the same table for every member
+        self.answers = torch.stack([m.answers for m in members])  # [K, N]
 
     @property
     def vocab_size(self) -> int:
@@ -73,6 +101,8 @@ class EnsembleDataModule(pl.LightningDataModule):
     def setup(self, stage: str) -> None:
         device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
         self.tokens, self.answers = self.tokens.to(device), self.answers.to(device)
+        for member in self.members:  # members' callbacks (efficiency) evaluate the member's table on the device
+            member.tokens, member.answers = member.tokens.to(device), member.answers.to(device)
 
     def _batch(self, split: str) -> _Once:
         return _Once(padded_batch(self.tokens, self.answers, [getattr(m, f"{split}_indices") for m in self.members]))
@@ -94,9 +124,9 @@ class EnsembleDataModule(pl.LightningDataModule):
 class EnsembleModule(pl.LightningModule):
     """K paper transformers trained together, each with its own seed, learning rate and weight decay.
 
-    Per member and split it measures loss and accuracy at each validation and writes them, with the
-    member's parameter norm, to ``<log_dir>/member_<k>/`` under the single-run metric names, so
-    TensorBoard's run selector shows every member as a run. The mean over members is logged as
+    At each validation it measures, per member, the single run's metrics (``val/*``, ``train/*``,
+    ``norm/params``, ``data/train_size``) into ``member_metrics`` (name -> [K] tensor), which the
+    ``Members`` callback logs as each member's own run. It logs the mean over members itself as
     ``members/{train,val}_{loss,acc}``.
 
     Args:
@@ -122,11 +152,67 @@ class EnsembleModule(pl.LightningModule):
             members.append(Transformer(vocab_size, n_classes, n_layers=n_layers, d_model=d_model, n_heads=n_heads,
                                        d_mlp=d_mlp))
         self.net = EnsembleTransformer(members)
-        self.lr = torch.tensor(_per_member(lr, n_members, "lr"), dtype=torch.float64)
-        self.weight_decay = torch.tensor(_per_member(weight_decay, n_members, "weight_decay"), dtype=torch.float64)
+        lrs, decays = _per_member(lr, n_members, "lr"), _per_member(weight_decay, n_members, "weight_decay")
+        self.lr = torch.tensor(lrs, dtype=torch.float64)
+        self.weight_decay = torch.tensor(decays, dtype=torch.float64)
         self.loss_dtype = getattr(torch, loss_dtype)
+        shape = dict(n_layers=n_layers, d_model=d_model, n_heads=n_heads, d_mlp=d_mlp)
+        # what a member's callbacks see as its hyperparameters (TensorBoard's HPARAMS tab, per member run)
+        self.member_hparams = [dict(seed=s, **shape, lr=r, weight_decay=w, betas=betas, eps=eps)
+                               for s, r, w in zip(seeds, lrs, decays)]
+        self.member_metrics: dict[str, Tensor] = {}  # name -> [K], the latest validation's
         self._sums: dict[str, Tensor] = {}
-        self._writers: list = []
+
+    @classmethod
+    def from_modules(cls, modules: list[GrokkingModule], seeds: Optional[list[int]] = None) -> "EnsembleModule":
+        """The ensemble of K initialised single-run modules: each member starts from its module's parameters
+        and trains with its module's AdamW settings, so it follows its single run (to float32 rounding).
+
+        Raises ValueError for what an ensemble cannot reproduce: another network or optimiser than
+        Transformer and AdamW, differing shapes, betas, eps or loss dtype, or a warm-up.
+        """
+        first = modules[0]
+        shapes, settings = [], []
+        for m in modules:
+            if not isinstance(m, GrokkingModule) or not isinstance(m.net, Transformer):
+                raise ValueError(f"ensembles take GrokkingModules with a Transformer, got {type(m).__name__} "
+                                 f"with {type(getattr(m, 'net', None)).__name__}.")
+            if m.warmup_steps:
+                raise ValueError("ensembles do not support warmup_steps yet.")
+            optimizer = m.make_optimizer(m.parameters())
+            group = optimizer.param_groups[0]
+            if type(optimizer) is not torch.optim.AdamW or group["amsgrad"] or group["maximize"]:
+                raise ValueError(f"ensembles train with plain AdamW, got {optimizer!r}.")
+            block = m.net.blocks[0]
+            shapes.append(dict(n_layers=len(m.net.blocks), d_model=m.net.embed.weight.shape[1],
+                               n_heads=block.attn.n_heads, d_mlp=block.mlp.fc_in.weight.shape[0],
+                               vocab=m.net.embed.weight.shape[0], n_ctx=m.net.pos_embed.weight.shape[0],
+                               n_classes=m.net.unembed.weight.shape[0]))
+            settings.append((group["lr"], group["weight_decay"], tuple(group["betas"]), group["eps"], m.loss_dtype))
+        for name, value in (("shape", shapes), ("betas", [s[2] for s in settings]), ("eps", [s[3] for s in settings]),
+                            ("loss dtype", [s[4] for s in settings])):
+            if any(v != value[0] for v in value):
+                raise ValueError(f"ensemble members must share their {name}, got {value}.")
+        shape = shapes[0]
+        if shape["n_ctx"] != 3:
+            raise ValueError(f"ensembles take three-token inputs, got n_ctx={shape['n_ctx']}.")
+        ensemble = cls(shape["vocab"], shape["n_classes"], len(modules), seeds,
+                       **{k: shape[k] for k in ("n_layers", "d_model", "n_heads", "d_mlp")},
+                       lr=[s[0] for s in settings], weight_decay=[s[1] for s in settings], betas=settings[0][2],
+                       eps=settings[0][3], loss_dtype=str(first.loss_dtype).removeprefix("torch."))
+        ensemble.net = EnsembleTransformer([m.net for m in modules])
+        ensemble.member_hparams = [dict(m.hparams) for m in modules]
+        return ensemble
+
+    def member_net(self, k: int) -> Transformer:
+        """Member k as a standalone Transformer (a copy), e.g. for callbacks that evaluate a network."""
+        return self.net.member(k)
+
+    def freeze_member(self, k: int) -> None:
+        """Member k stops training (its learning rate becomes 0: no update, no decay): its run has stopped."""
+        for optimizer in self.trainer.optimizers:
+            for group in optimizer.param_groups:
+                group["lr"][k] = 0.0
 
     def training_step(self, batch: EnsembleBatch, batch_idx: int) -> Tensor:
         tokens, answers, mask = batch
@@ -141,26 +227,14 @@ class EnsembleModule(pl.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         metrics = {name: values.detach().cpu() for name, values in self._sums.items()}
-        metrics["norm/params"] = torch.stack([p.detach().flatten(1).pow(2).sum(1) for p in self.net.parameters()]).sum(0).sqrt().cpu()
         for name, values in metrics.items():
-            if name != "norm/params":
-                self.log(f"members/{name.replace('/', '_')}", values.mean().float())
-        log_dir = self.trainer.log_dir  # a broadcast under DDP: every rank asks
-        if not self.trainer.is_global_zero or log_dir is None or self.trainer.sanity_checking:
-            return
-        if not self._writers:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self._writers = [SummaryWriter(f"{log_dir}/member_{k}") for k in range(self.hparams.n_members)]
-        for k, writer in enumerate(self._writers):
-            for name, values in metrics.items():
-                writer.add_scalar(name, float(values[k]), self.global_step)
-            writer.flush()
-
-    def on_fit_end(self) -> None:
-        for writer in self._writers:
-            writer.close()
-        self._writers = []
+            self.log(f"members/{name.replace('/', '_')}", values.mean().float())
+        squares = torch.stack([p.detach().flatten(1).pow(2).sum(1) for p in self.net.parameters()])  # [n_params, K]
+        metrics["norm/params"] = squares.sum(0).sqrt().cpu()
+        data = self.trainer.datamodule
+        if data is not None:
+            metrics["data/train_size"] = torch.tensor([float(m.train_size) for m in data.members])
+        self.member_metrics = metrics
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return EnsembleAdamW(self.parameters(), lr=self.lr, weight_decay=self.weight_decay, betas=self.hparams.betas,

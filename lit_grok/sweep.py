@@ -5,8 +5,13 @@
 Every run is ``python -m lit_grok fit -c <base> --<key>=<value> ...`` logged to TensorBoard under
 ``<save_dir>/<name>/<run id>/version_0/``. A finished run leaves ``result.json`` there (its parameters,
 final metrics, grok events and convergence) and is skipped when the sweep is run again; an unfinished
-one is started afresh. ``<save_dir>/<name>/summary.csv`` is rewritten after every run. How a run executes
-lives in one function (``execute``), so a later executor can batch runs without changing this interface.
+one is started afresh. ``<save_dir>/<name>/summary.csv`` is rewritten after every run.
+
+Runs whose configs differ only in what ensemble members may differ in (``MEMBER_KEYS``: seeds, D, data
+seed, labels, learning rate, weight decay, callbacks) train together, up to ``max_members`` at a time, as
+one ``EnsembleModule``; each still gets its own folder, TensorBoard run, config.yaml and result.json, as
+if run alone (its ``seconds`` is its share of the group's time). Runs an ensemble cannot reproduce (another
+network or optimiser, minibatches, warm-up) run one at a time.
 """
 
 from __future__ import annotations
@@ -25,6 +30,10 @@ from unittest.mock import patch
 from jsonargparse import CLI
 
 RESULT = "result.json"
+# config keys (as on the command line) in which runs of one ensemble may differ; anything else must match
+MEMBER_KEYS = ("seed_everything", "data.init_args.train_size", "data.init_args.train_fraction",
+               "data.init_args.data_seed", "data.init_args.random_labels", "model.init_args.optimizer.init_args.lr",
+               "model.init_args.optimizer.init_args.weight_decay", "trainer.callbacks", "trainer.logger")
 
 
 def expand(grids: list[dict[str, list[Any]]]) -> list[dict[str, Any]]:
@@ -50,25 +59,77 @@ def run_id(params: dict[str, Any]) -> str:
     return "-".join(f"{key.split('.')[-1]}={_text(value).replace('/', '_')}" for key, value in params.items())
 
 
-def execute(base: str, overrides: dict[str, Any], log_dir: Path) -> dict[str, Any]:
-    """Runs one fit in this process and returns its final metrics, events and step."""
-    from lit_grok.cli import main
-
-    args = ["fit", "-c", base, *[f"--{k}={_text(v)}" for k, v in overrides.items()],
+def _args(base: str, overrides: dict[str, Any], log_dir: Path) -> list[str]:
+    """One run's command line (after ``fit``)."""
+    return ["-c", base, *[f"--{k}={_text(v)}" for k, v in overrides.items()],
             f"--trainer.logger.init_args.save_dir={log_dir.parent.parent}",
             f"--trainer.logger.init_args.name={log_dir.parent.name}",
             "--trainer.logger.init_args.version=0", "--trainer.enable_progress_bar=false",
             "--trainer.enable_model_summary=false"]
-    start = time.monotonic()
+
+
+def _cli(args: list[str], run: bool):
+    from lit_grok.cli import main
+
     with patch.object(sys, "argv", sys.argv[:1]):  # the run is described by args alone
-        cli = main(args)
-    result: dict[str, Any] = {k: float(v) for k, v in cli.trainer.callback_metrics.items()}
+        return main(["fit", *args] if run else args, run=run)
+
+
+def execute(base: str, overrides: dict[str, Any], log_dir: Path) -> dict[str, Any]:
+    """Runs one fit in this process and returns its final metrics, events and step."""
+    start = time.monotonic()
+    cli = _cli(_args(base, overrides, log_dir), run=True)
+    result: dict[str, Any] = {k: float(v) for k, v in sorted(cli.trainer.callback_metrics.items())}
     result["step"] = cli.trainer.global_step
     result["seconds"] = round(time.monotonic() - start, 2)
     for callback in cli.trainer.callbacks:  # GrokEvents, StopOnConvergence, DatasetSwap, PlateauDetector
         if hasattr(callback, "summary"):
             result.update(callback.summary())
     return result
+
+
+def _drop(config: dict[str, Any], key: str) -> None:
+    *path, last = key.split(".")
+    for name in path:
+        config = config.get(name) or {}
+    if isinstance(config, dict):
+        config.pop(last, None)
+
+
+def group_key(config: dict[str, Any]) -> str:
+    """What runs of one ensemble must share: the config without ``MEMBER_KEYS``."""
+    config = json.loads(json.dumps(config, default=str))
+    for key in MEMBER_KEYS:
+        _drop(config, key)
+    return json.dumps(config, sort_keys=True)
+
+
+def execute_group(base: str, overrides: list[dict[str, Any]], log_dirs: list[Path]) -> list[dict[str, Any]]:
+    """Trains K compatible runs as one ensemble and returns each run's result, as ``execute`` would.
+
+    Raises ValueError when the runs cannot be one ensemble (see ``EnsembleModule.from_modules``).
+    """
+    import pytorch_lightning as pl
+
+    from lit_grok.callbacks.members import PER_MEMBER, Members
+    from lit_grok.ensemble_module import EnsembleDataModule, EnsembleModule
+
+    start = time.monotonic()
+    clis = [_cli(_args(base, o, d), run=False) for o, d in zip(overrides, log_dirs)]
+    model = EnsembleModule.from_modules([c.model for c in clis], seeds=[c.config.seed_everything for c in clis])
+    data = EnsembleDataModule.from_datamodules([c.datamodule for c in clis])
+    members = Members([[cb for cb in c.trainer.callbacks if isinstance(cb, PER_MEMBER)] for c in clis],
+                      log_dirs=[str(d) for d in log_dirs])
+    members.check_data(data)
+    trainer_args = {**clis[0]._get(clis[0].config_init, "trainer"), "callbacks": [members], "logger": False,
+                    "enable_checkpointing": False, "enable_progress_bar": False, "enable_model_summary": False}
+    for cli, log_dir in zip(clis, log_dirs):  # as SaveConfigCallback writes it for a single run
+        log_dir.mkdir(parents=True, exist_ok=True)
+        (log_dir / "config.yaml").write_text(cli.parser.dump(cli.config, skip_none=False))
+    trainer = pl.Trainer(**trainer_args)
+    trainer.fit(model, data)
+    seconds = round((time.monotonic() - start) / len(clis), 2)
+    return [{**metrics, "step": step, "seconds": seconds, **summaries} for metrics, step, summaries in members.results(trainer)]
 
 
 def write_summary(sweep_dir: Path) -> Path:
@@ -83,8 +144,24 @@ def write_summary(sweep_dir: Path) -> Path:
     return path
 
 
+def _groups(base: str, overrides: dict[str, Any], pending: list[tuple[int, dict[str, Any], Path]],
+            max_members: int) -> list[list[tuple[int, dict[str, Any], Path]]]:
+    """Pending runs in groups of at most ``max_members`` with equal ``group_key``, in the sweep's order."""
+    if max_members == 1 or len(pending) < 2:
+        return [[run] for run in pending]
+    from lit_grok.cli import parse_config
+
+    by_key: dict[str, list] = {}
+    for run in pending:
+        with patch.object(sys, "argv", sys.argv[:1]):
+            config = parse_config(_args(base, {**overrides, **run[1]}, run[2]))
+        by_key.setdefault(group_key(config), []).append(run)
+    groups = [runs[i:i + max_members] for runs in by_key.values() for i in range(0, len(runs), max_members)]
+    return sorted(groups, key=lambda g: g[0][0])
+
+
 def sweep(base: str, name: str, grids: list[dict[str, list[Any]]], overrides: Optional[dict[str, Any]] = None,
-          save_dir: str = "logs", report: Optional[str] = None) -> Path:
+          save_dir: str = "logs", report: Optional[str] = None, max_members: int = 16) -> Path:
     """Runs every combination of ``grids`` (a list of {config key: [values]}) on top of ``base``.
 
     Args:
@@ -95,22 +172,39 @@ def sweep(base: str, name: str, grids: list[dict[str, list[Any]]], overrides: Op
         overrides: config keys set for every run.
         save_dir: where the sweep's folder goes.
         report: a module with ``report(sweep_dir)``, called once every run has finished.
+        max_members: the most runs trained together as one ensemble; 1 runs them one at a time.
     """
     if not Path(base).is_file():
         raise FileNotFoundError(f"base config {base!r} does not exist.")
+    if max_members < 1:
+        raise ValueError(f"max_members must be >= 1, got {max_members}.")
     sweep_dir = Path(save_dir) / name
     runs = expand(grids)
+    pending = []
     for i, params in enumerate(runs, 1):
         log_dir = sweep_dir / run_id(params) / "version_0"
         if (log_dir / RESULT).exists():
             print(f"[{i}/{len(runs)}] {run_id(params)}: done, skipped", flush=True)
-            continue
-        shutil.rmtree(log_dir, ignore_errors=True)  # an interrupted run starts afresh
-        result = execute(base, {**(overrides or {}), **params}, log_dir)
-        record = {"run": run_id(params), **params, **result}
-        (log_dir / RESULT).write_text(json.dumps(record, indent=1))
+        else:
+            pending.append((i, params, log_dir))
+    for group in _groups(base, overrides or {}, pending, max_members):
+        for _, _, log_dir in group:
+            shutil.rmtree(log_dir, ignore_errors=True)  # an interrupted run starts afresh
+        results = None
+        if len(group) > 1:
+            try:
+                results = execute_group(base, [{**(overrides or {}), **p} for _, p, _ in group], [d for _, _, d in group])
+            except ValueError as error:
+                print(f"runs {', '.join(str(i) for i, _, _ in group)} cannot train as one ensemble ({error}); "
+                      f"running them one at a time", flush=True)
+        if results is None:
+            results = [execute(base, {**(overrides or {}), **p}, d) for _, p, d in group]
+        for (i, params, log_dir), result in zip(group, results):
+            record = {"run": run_id(params), **params, **result}
+            (log_dir / RESULT).write_text(json.dumps(record, indent=1))
+            print(f"[{i}/{len(runs)}] {run_id(params)}: step {result['step']}, {result['seconds']} s"
+                  + (f" (ensemble of {len(group)})" if len(group) > 1 else ""), flush=True)
         write_summary(sweep_dir)
-        print(f"[{i}/{len(runs)}] {run_id(params)}: step {result['step']}, {result['seconds']} s", flush=True)
     summary = write_summary(sweep_dir)
     if report:
         importlib.import_module(report).report(sweep_dir)

@@ -19,7 +19,8 @@ class StepProgressBar(ProgressBar):
     """
 
     SHOWN = {"train/acc": "train_acc", "val/acc": "val_acc", "val/loss": "val_loss",
-             "sim/train_acc": "train_acc", "sim/test_acc": "test_acc", "sim/test_loss": "test_loss"}
+             "sim/train_acc": "train_acc", "sim/test_acc": "test_acc", "sim/test_loss": "test_loss",
+             "members/train_acc": "train_acc", "members/val_acc": "val_acc", "members/val_loss": "val_loss"}
 
     def __init__(self, refresh_seconds: float = 0.5) -> None:
         super().__init__()

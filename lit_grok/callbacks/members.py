@@ -1,0 +1,204 @@
+"""Single-run callbacks on an ensemble: each member gets its own callbacks, metrics and TensorBoard run."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, Optional
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.loggers import TensorBoardLogger
+from torch import Tensor
+
+from lit_grok.callbacks.convergence import StopOnConvergence
+from lit_grok.callbacks.curves import TrainingCurves
+from lit_grok.callbacks.dataset_swap import DatasetSwap
+from lit_grok.callbacks.efficiency import CircuitEfficiency
+from lit_grok.callbacks.grok_events import GrokEvents
+from lit_grok.callbacks.plateaus import PlateauDetector
+
+# The callbacks that watch one run; in an ensemble each member gets its own copy.
+PER_MEMBER = (CircuitEfficiency, DatasetSwap, GrokEvents, PlateauDetector, StopOnConvergence, TrainingCurves)
+
+
+class MemberTrainer:
+    """What a single-run callback sees of the Trainer when it watches member k: the member's metrics, data,
+    loggers and folder, and its own ``should_stop``; anything else (``global_step``, ``fit_loop``, ...) is
+    the ensemble Trainer's."""
+
+    def __init__(self, trainer: pl.Trainer, datamodule: pl.LightningDataModule, loggers: list,
+                 log_dir: Optional[str]) -> None:
+        self._trainer = trainer
+        self.datamodule, self.loggers, self.log_dir = datamodule, loggers, log_dir
+        self.callback_metrics: dict[str, Tensor] = {}
+        self.should_stop = False
+
+    @property
+    def logger(self) -> Optional[Any]:
+        return self.loggers[0] if self.loggers else None
+
+    @property
+    def optimizers(self) -> list:
+        raise RuntimeError("a member's callback cannot reach the optimiser: the ensemble shares one.")
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._trainer, name)
+
+
+class MemberModule:
+    """What a single-run callback sees of the LightningModule for member k: its hyperparameters, ``net`` (a
+    standalone copy of the member, built when first asked for), ``forward`` and ``log`` (into its metrics)."""
+
+    def __init__(self, ensemble: pl.LightningModule, k: int, metrics: dict[str, Tensor]) -> None:
+        self.ensemble, self.k, self.metrics = ensemble, k, metrics
+        self.hparams = ensemble.member_hparams[k]
+        self._net: Optional[torch.nn.Module] = None
+
+    @property
+    def net(self) -> torch.nn.Module:
+        if self._net is None:
+            self._net = self.ensemble.member_net(self.k).eval()
+        return self._net
+
+    @property
+    def device(self) -> torch.device:
+        return self.ensemble.device
+
+    def __call__(self, tokens: Tensor) -> Tensor:
+        return self.net(tokens)
+
+    def log(self, name: str, value: Any, **kwargs: Any) -> None:
+        self.metrics[name] = torch.as_tensor(value).detach().cpu()
+
+
+class Members(pl.Callback):
+    """Runs single-run callbacks on each member of an ``EnsembleModule`` and logs each member as its own
+    TensorBoard run, under the single-run metric names, so TensorBoard's run selector compares members.
+
+    A member's callbacks see its own metrics, data and run folder (``MemberTrainer``, ``MemberModule``):
+    grok events, efficiency, plateaus and a ``DatasetSwap`` to the member's own D' work as in a single run.
+    A member whose callbacks stop it (``GrokEvents.stop_after``, ``StopOnConvergence``) stops training: its
+    learning rate becomes 0 and it is no longer validated; the run stops when every member has.
+    The CLI adds this callback to every ensemble run and gives each member a copy of the config's
+    ``trainer.callbacks`` of the kinds in ``PER_MEMBER``.
+
+    Args:
+        callbacks: member k's own callbacks (the k-th list), beside the copies the CLI adds.
+        log_dirs: member k's run folder; default ``<trainer.log_dir>/member_<k>`` (none without a logger).
+    """
+
+    def __init__(self, callbacks: Optional[list[list[pl.Callback]]] = None,
+                 log_dirs: Optional[list[str]] = None) -> None:
+        self.callbacks = callbacks
+        self.log_dirs = log_dirs
+        self.views: list[MemberTrainer] = []
+        self.stopped_steps: list[Optional[int]] = []
+
+    def share(self, callbacks: list[pl.Callback], n_members: int) -> None:
+        """Gives every member its own copy of each of ``callbacks``."""
+        own = self.callbacks or [[] for _ in range(n_members)]
+        self.callbacks = [list(mine) + [copy.deepcopy(c) for c in callbacks] for mine in own]
+
+    def check_data(self, datamodule: Any) -> None:
+        """Called by the CLI once the config is built: each member's callbacks check the member's data."""
+        for mine, data in zip(self.callbacks or [], datamodule.members):
+            for callback in mine:
+                if hasattr(callback, "check_data"):
+                    callback.check_data(data)
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if not hasattr(pl_module, "member_metrics"):
+            raise ValueError(f"Members needs an EnsembleModule, got {type(pl_module).__name__}.")
+        k = pl_module.hparams.n_members
+        self.callbacks = self.callbacks or [[] for _ in range(k)]
+        for name, values in (("callbacks", self.callbacks), ("log_dirs", self.log_dirs)):
+            if values is not None and len(values) != k:
+                raise ValueError(f"Members has {len(values)} {name} for {k} members.")
+        for mine in self.callbacks:
+            for callback in mine:
+                if isinstance(callback, DatasetSwap) and callback.reset_optimizer:
+                    raise ValueError("DatasetSwap(reset_optimizer=True) is not supported in ensembles: the members "
+                                     "share one optimiser state.")
+        log_dir = trainer.log_dir  # a broadcast under DDP: every rank asks
+        if self.views:
+            return
+        dirs = self.log_dirs or ([f"{log_dir}/member_{i}" for i in range(k)] if trainer.loggers else [None] * k)
+        data = trainer.datamodule.members
+        self.views = [MemberTrainer(trainer, data[i], [] if d is None else
+                                    [TensorBoardLogger(d, name="", version="", default_hp_metric=False)], d)
+                      for i, d in enumerate(dirs)]
+        if len(self.stopped_steps) != k:
+            self.stopped_steps = [None] * k
+
+    def _call(self, hook: str, trainer: pl.Trainer, pl_module: pl.LightningModule, running_only: bool = True) -> None:
+        for k, view in enumerate(self.views):
+            if running_only and self.stopped_steps[k] is not None:
+                continue
+            member = MemberModule(pl_module, k, view.callback_metrics)
+            for callback in self.callbacks[k]:
+                getattr(callback, hook)(view, member)
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._call("on_fit_start", trainer, pl_module, running_only=False)
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._call("on_train_start", trainer, pl_module)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._call("on_train_epoch_end", trainer, pl_module)
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """After the module has measured every member: each running member's callbacks see its metrics, log
+        theirs beside them, and may stop it; then its metrics go to its run."""
+        if trainer.sanity_checking:
+            return
+        for k, view in enumerate(self.views):
+            if self.stopped_steps[k] is None:
+                view.callback_metrics = {name: values[k] for name, values in pl_module.member_metrics.items()}
+        self._call("on_validation_epoch_end", trainer, pl_module)
+        self._call("on_validation_end", trainer, pl_module)
+        for k, view in enumerate(self.views):
+            if self.stopped_steps[k] is not None:
+                continue
+            for logger in view.loggers:
+                logger.log_metrics({name: float(v) for name, v in view.callback_metrics.items()}, trainer.global_step)
+            if view.should_stop:
+                self.stopped_steps[k] = trainer.global_step
+                pl_module.freeze_member(k)
+        if all(step is not None for step in self.stopped_steps):
+            trainer.should_stop = True
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._call("on_fit_end", trainer, pl_module, running_only=False)
+        for view in self.views:
+            for logger in view.loggers:
+                logger.finalize("success")
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        for view in self.views:
+            for logger in view.loggers:
+                logger.finalize("failed")
+
+    def results(self, trainer: pl.Trainer) -> list[tuple[dict[str, float], int, dict[str, Any]]]:
+        """Per member, what a sweep records of a single run: its final metrics (sorted by name), the step it
+        stopped at, and its callbacks' summaries."""
+        rows = []
+        for k, view in enumerate(self.views):
+            metrics = {name: float(v) for name, v in sorted(view.callback_metrics.items())}
+            step = trainer.global_step if self.stopped_steps[k] is None else self.stopped_steps[k]
+            summaries: dict[str, Any] = {}
+            for callback in self.callbacks[k]:
+                if hasattr(callback, "summary"):
+                    summaries.update(callback.summary())
+            rows.append((metrics, step, summaries))
+        return rows
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"stopped_steps": self.stopped_steps,
+                "callbacks": [[c.state_dict() for c in mine] for mine in self.callbacks or []]}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.stopped_steps = state_dict["stopped_steps"]
+        for mine, states in zip(self.callbacks or [], state_dict["callbacks"]):
+            for callback, state in zip(mine, states):
+                callback.load_state_dict(state)
