@@ -1,10 +1,9 @@
-"""One short GPU check (under 8 minutes on one H100): the environment, the paper's grokking run to its
-grok step with timing, and lit_grok's step rate against the plain loop, printed as one table.
+"""One short GPU check: the environment, the paper's grokking run to its grok step with timing, lit_grok's
+step rate against the plain loop, and the step time of K paper-size members trained together at P=113,
+printed as one table.
 
     python benchmarks/gpu_check.py             # needs a CUDA device
     python benchmarks/gpu_check.py --max-steps 25000
-
-K-member ensembles do not exist yet (a later issue), so their step time is not measured here.
 """
 
 from __future__ import annotations
@@ -28,6 +27,7 @@ def main() -> None:
         sys.exit("gpu_check: no CUDA device is visible to torch; run it on a GPU machine.")
     import pytorch_lightning as pl
 
+    from benchmarks.ensemble import ensemble_steps_per_s
     from benchmarks.throughput import lit_grok_steps_per_s, plain_steps_per_s  # same two paths as on CPU
     from lit_grok import ModularArithmeticDataModule
     from lit_grok.callbacks import GrokEvents
@@ -48,9 +48,13 @@ def main() -> None:
              ("configs/grok.yaml: wall time to grok (s)", f"{seconds:.1f}"),
              ("configs/grok.yaml: steps/s incl. validation", f"{cli.trainer.global_step / seconds:.1f}")]
     data = ModularArithmeticDataModule("add", 113, train_size=3830)
-    rows += [("P=113 D=3830 step/s, lit_grok (GPU, no validation)", f"{lit_grok_steps_per_s(data, 500, 'gpu'):.1f}"),
-             ("P=113 D=3830 step/s, plain loop (GPU)", f"{plain_steps_per_s(data, 500, 'cuda'):.1f}"),
-             ("K-member ensemble step time", "n/a: ensembles not implemented yet")]
+    single = lit_grok_steps_per_s(data, 500, "gpu")
+    rows += [("P=113 D=3830 step/s, lit_grok (GPU, no validation)", f"{single:.1f}"),
+             ("P=113 D=3830 step/s, plain loop (GPU)", f"{plain_steps_per_s(data, 500, 'cuda'):.1f}")]
+    for k in (16, 64):
+        together = ensemble_steps_per_s(k, 113, 3830, 200, "gpu")
+        rows.append((f"P=113 D=3830 K={k} ensemble: step ms / member-steps vs single",
+                     f"{1000 / together:.2f} / {k * together / single:.1f}x"))
     width = max(len(k) for k, _ in rows)
     for key, value in rows:
         print(f"{key:<{width}}  {value}")

@@ -160,7 +160,8 @@ def _groups(base: str, overrides: dict[str, Any], pending: list[tuple[int, dict[
     return sorted(groups, key=lambda g: g[0][0])
 
 
-def sweep(base: str, name: str, grids: list[dict[str, list[Any]]], overrides: Optional[dict[str, Any]] = None,
+def sweep(base: str, name: str, grids: Optional[list[dict[str, list[Any]]]] = None,
+          overrides: Optional[dict[str, Any]] = None,
           save_dir: str = "logs", report: Optional[str] = None, max_members: int = 16) -> Path:
     """Runs every combination of ``grids`` (a list of {config key: [values]}) on top of ``base``.
 
@@ -174,6 +175,8 @@ def sweep(base: str, name: str, grids: list[dict[str, list[Any]]], overrides: Op
         report: a module with ``report(sweep_dir)``, called once every run has finished.
         max_members: the most runs trained together as one ensemble; 1 runs them one at a time.
     """
+    if not grids:
+        raise ValueError("a sweep needs grids: a list of {config key: [values]}.")
     if not Path(base).is_file():
         raise FileNotFoundError(f"base config {base!r} does not exist.")
     if max_members < 1:

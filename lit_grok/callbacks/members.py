@@ -49,16 +49,21 @@ class MemberModule:
     """What a single-run callback sees of the LightningModule for member k: its hyperparameters, ``net`` (a
     standalone copy of the member, built when first asked for), ``forward`` and ``log`` (into its metrics)."""
 
-    def __init__(self, ensemble: pl.LightningModule, k: int, metrics: dict[str, Tensor]) -> None:
-        self.ensemble, self.k, self.metrics = ensemble, k, metrics
+    def __init__(self, ensemble: pl.LightningModule, k: int, metrics: dict[str, Tensor],
+                 nets: dict[int, torch.nn.Module]) -> None:
+        self.ensemble, self.k, self.metrics, self._nets = ensemble, k, metrics, nets
         self.hparams = ensemble.member_hparams[k]
-        self._net: Optional[torch.nn.Module] = None
+        self._current = False
 
     @property
     def net(self) -> torch.nn.Module:
-        if self._net is None:
-            self._net = self.ensemble.member_net(self.k).eval()
-        return self._net
+        """Member k's network as it is now: built once per fit, refreshed on the device when first asked."""
+        if self.k not in self._nets:
+            self._nets[self.k] = self.ensemble.member_net(self.k).eval()
+        elif not self._current:
+            self._nets[self.k].load_state_dict(self.ensemble.net.member_state_dict(self.k))
+        self._current = True
+        return self._nets[self.k]
 
     @property
     def device(self) -> torch.device:
@@ -93,6 +98,7 @@ class Members(pl.Callback):
         self.log_dirs = log_dirs
         self.views: list[MemberTrainer] = []
         self.stopped_steps: list[Optional[int]] = []
+        self._nets: dict[int, torch.nn.Module] = {}  # standalone copies of the members, for callbacks
 
     def share(self, callbacks: list[pl.Callback], n_members: int) -> None:
         """Gives every member its own copy of each of ``callbacks``."""
@@ -134,7 +140,7 @@ class Members(pl.Callback):
         for k, view in enumerate(self.views):
             if running_only and self.stopped_steps[k] is not None:
                 continue
-            member = MemberModule(pl_module, k, view.callback_metrics)
+            member = MemberModule(pl_module, k, view.callback_metrics, self._nets)
             for callback in self.callbacks[k]:
                 getattr(callback, hook)(view, member)
 
