@@ -37,7 +37,7 @@ def main() -> None:
     rows = [("device", torch.cuda.get_device_name(0)), ("torch / lightning", f"{torch.__version__} / {pl.__version__}"),
             ("float32 matmul precision", torch.get_float32_matmul_precision())]
     start = time.perf_counter()
-    cli = cli_main(["fit", "-c", str(ROOT / "configs/grok.yaml"), "--config", str(ROOT / "configs/trainer/gpu.yaml"),
+    cli = cli_main(["-c", str(ROOT / "configs/grok.yaml"), "--config", str(ROOT / "configs/trainer/gpu.yaml"),
                     f"--trainer.max_steps={args.max_steps}", "--trainer.enable_progress_bar=false",
                     "--trainer.enable_checkpointing=false", "--trainer.logger=false"], run=False)
     events = next(c for c in cli.trainer.callbacks if isinstance(c, GrokEvents))

@@ -1,7 +1,9 @@
 """K independent networks trained as one: stacked parameters, batched matrix products, per-member AdamW.
 
-This is the core of vectorised ensembles (issue 6): ``EnsembleTransformer`` stacks K ``Transformer``s
-(the paper's model, no LayerNorm) along a leading member dimension, ``EnsembleAdamW`` applies AdamW with a
+This is the core of vectorised ensembles: ``EnsembleTransformer`` stacks K ``Transformer``s (the paper's
+model, no LayerNorm) along a leading member dimension with hand-written batched products;
+``EnsembleNetwork`` stacks any other network (the MLP, LayerNorm transformers) through ``torch.func.vmap``;
+``stack_networks`` picks one. ``EnsembleAdamW`` applies AdamW with a
 learning rate and weight decay per member (AdamW is elementwise, so this is the same arithmetic as K
 optimisers), and ``member_loss`` averages each member's cross-entropy over its own training set, given as
 padded indices with a mask. Members never share a parameter, so one backward pass gives each member the
@@ -10,12 +12,14 @@ gradient it would get alone. ``lit_grok.ensemble_module`` puts them on the Train
 
 from __future__ import annotations
 
+import copy
 import math
 from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.func import functional_call, vmap
 
 from lit_grok.model import Transformer
 
@@ -93,6 +97,52 @@ class EnsembleTransformer(nn.Module):
         for i, p in enumerate(self.blocks):
             state.update({f"blocks.{i}.{path}": p[name][k] for name, path in _BLOCK})
         return {name: t.detach().clone() for name, t in state.items()}
+
+
+class EnsembleNetwork(nn.Module):
+    """K networks of one architecture, stacked: tokens [K, B, T] -> logits [K, B, n_classes] by
+    ``torch.func.vmap`` over the members' parameters. Any network without buffers works (the MLP, LayerNorm
+    transformers); the paper's transformer has the faster ``EnsembleTransformer``.
+    """
+
+    def __init__(self, members: Sequence[nn.Module]) -> None:
+        super().__init__()
+        first = members[0]
+        shapes = {name: p.shape for name, p in first.named_parameters()}
+        for m in members:
+            if type(m) is not type(first) or {n: p.shape for n, p in m.named_parameters()} != shapes:
+                raise ValueError("ensemble members must be networks of one architecture and size.")
+            if any(True for _ in m.buffers()):
+                raise ValueError(f"ensembles take networks without buffers; {type(m).__name__} has some.")
+        self.names = list(shapes)
+        self.stacked = nn.ParameterDict({name.replace(".", "__"): nn.Parameter(torch.stack(
+            [dict(m.named_parameters())[name].detach().clone() for m in members])) for name in self.names})
+        object.__setattr__(self, "_template", copy.deepcopy(first).to("meta"))  # the architecture, not a submodule
+
+    @property
+    def n_members(self) -> int:
+        return next(iter(self.stacked.values())).shape[0]
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        params = {name: self.stacked[name.replace(".", "__")] for name in self.names}
+        return vmap(lambda p, x: functional_call(self._template, p, (x,)))(params, tokens)
+
+    def member(self, k: int) -> nn.Module:
+        """Member k as a standalone network (a copy)."""
+        net = copy.deepcopy(self._template).to_empty(device=next(iter(self.stacked.values())).device)
+        net.load_state_dict(self.member_state_dict(k))
+        return net
+
+    def member_state_dict(self, k: int) -> dict[str, Tensor]:
+        """Member k's parameters under the single network's names."""
+        return {name: self.stacked[name.replace(".", "__")][k].detach().clone() for name in self.names}
+
+
+def stack_networks(members: Sequence[nn.Module]) -> nn.Module:
+    """K initialised networks as one: ``EnsembleTransformer`` for the paper's transformer, else ``EnsembleNetwork``."""
+    if all(type(m) is Transformer and isinstance(m.ln_final, nn.Identity) for m in members):
+        return EnsembleTransformer(members)
+    return EnsembleNetwork(members)
 
 
 def member_loss(logits: Tensor, answers: Tensor, mask: Tensor, loss_dtype: torch.dtype = torch.float64) -> Tensor:

@@ -9,10 +9,10 @@ from typing import Any, Iterator, Literal, Optional, Union
 
 import pytorch_lightning as pl
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from lit_grok.data import ModularArithmeticDataModule
-from lit_grok.ensemble import EnsembleAdamW, EnsembleTransformer, member_loss, padded_batch
+from lit_grok.ensemble import EnsembleAdamW, EnsembleTransformer, member_loss, padded_batch, stack_networks
 from lit_grok.model import Transformer
 from lit_grok.module import SPLITS, GrokkingModule
 
@@ -122,7 +122,8 @@ class EnsembleDataModule(pl.LightningDataModule):
 
 
 class EnsembleModule(pl.LightningModule):
-    """K paper transformers trained together, each with its own seed, learning rate and weight decay.
+    """K networks trained together, each with its own seed, learning rate and weight decay: from the CLI, K
+    paper transformers of the shape given; from Python (``from_modules``), any K single-run modules.
 
     At each validation it measures, per member, the single run's metrics (``val/*``, ``train/*``,
     ``norm/params``, ``data/train_size``) into ``member_metrics`` (name -> [K] tensor), which the
@@ -151,61 +152,61 @@ class EnsembleModule(pl.LightningModule):
             torch.manual_seed(seed)
             members.append(Transformer(vocab_size, n_classes, n_layers=n_layers, d_model=d_model, n_heads=n_heads,
                                        d_mlp=d_mlp))
-        self.net = EnsembleTransformer(members)
         lrs, decays = _per_member(lr, n_members, "lr"), _per_member(weight_decay, n_members, "weight_decay")
+        shape = dict(n_layers=n_layers, d_model=d_model, n_heads=n_heads, d_mlp=d_mlp)
+        self._setup(EnsembleTransformer(members), lrs, decays, loss_dtype,
+                    [dict(seed=s, **shape, lr=r, weight_decay=w, betas=betas, eps=eps) for s, r, w in zip(seeds, lrs, decays)])
+
+    def _setup(self, net: nn.Module, lrs: list[float], decays: list[float], loss_dtype: str,
+               member_hparams: list[dict[str, Any]]) -> None:
+        self.net = net
         self.lr = torch.tensor(lrs, dtype=torch.float64)
         self.weight_decay = torch.tensor(decays, dtype=torch.float64)
         self.loss_dtype = getattr(torch, loss_dtype)
-        shape = dict(n_layers=n_layers, d_model=d_model, n_heads=n_heads, d_mlp=d_mlp)
-        # what a member's callbacks see as its hyperparameters (TensorBoard's HPARAMS tab, per member run)
-        self.member_hparams = [dict(seed=s, **shape, lr=r, weight_decay=w, betas=betas, eps=eps)
-                               for s, r, w in zip(seeds, lrs, decays)]
+        self.member_hparams = member_hparams  # what a member's callbacks see (its HPARAMS entry in TensorBoard)
         self.member_metrics: dict[str, Tensor] = {}  # name -> [K], the latest validation's
         self._sums: dict[str, Tensor] = {}
 
     @classmethod
     def from_modules(cls, modules: list[GrokkingModule], seeds: Optional[list[int]] = None) -> "EnsembleModule":
-        """The ensemble of K initialised single-run modules: each member starts from its module's parameters
-        and trains with its module's AdamW settings, so it follows its single run (to float32 rounding).
+        """The ensemble of K initialised single-run modules (any network: the paper's transformer is stacked by
+        hand, others through vmap): each member starts from its module's parameters and trains with its
+        module's AdamW settings, so it follows its single run (to float32 rounding).
 
-        Raises ValueError for what an ensemble cannot reproduce: another network or optimiser than
-        Transformer and AdamW, differing shapes, betas, eps or loss dtype, or a warm-up.
+        Raises ValueError for what an ensemble cannot reproduce: another optimiser than AdamW, differing
+        networks, betas, eps or loss dtype, or a warm-up. Its hyperparameters describe the members, so it is
+        restored by building it again from its modules and loading the weights, not by load_from_checkpoint.
         """
-        first = modules[0]
-        shapes, settings = [], []
+        settings = []
         for m in modules:
-            if not isinstance(m, GrokkingModule) or not isinstance(m.net, Transformer):
-                raise ValueError(f"ensembles take GrokkingModules with a Transformer, got {type(m).__name__} "
-                                 f"with {type(getattr(m, 'net', None)).__name__}.")
+            if not isinstance(m, GrokkingModule):
+                raise ValueError(f"ensembles are built from GrokkingModules, got {type(m).__name__}.")
             if m.warmup_steps:
                 raise ValueError("ensembles do not support warmup_steps yet.")
             optimizer = m.make_optimizer(m.parameters())
             group = optimizer.param_groups[0]
             if type(optimizer) is not torch.optim.AdamW or group["amsgrad"] or group["maximize"]:
                 raise ValueError(f"ensembles train with plain AdamW, got {optimizer!r}.")
-            block = m.net.blocks[0]
-            shapes.append(dict(n_layers=len(m.net.blocks), d_model=m.net.embed.weight.shape[1],
-                               n_heads=block.attn.n_heads, d_mlp=block.mlp.fc_in.weight.shape[0],
-                               vocab=m.net.embed.weight.shape[0], n_ctx=m.net.pos_embed.weight.shape[0],
-                               n_classes=m.net.unembed.weight.shape[0]))
-            settings.append((group["lr"], group["weight_decay"], tuple(group["betas"]), group["eps"], m.loss_dtype))
-        for name, value in (("shape", shapes), ("betas", [s[2] for s in settings]), ("eps", [s[3] for s in settings]),
-                            ("loss dtype", [s[4] for s in settings])):
-            if any(v != value[0] for v in value):
-                raise ValueError(f"ensemble members must share their {name}, got {value}.")
-        shape = shapes[0]
-        if shape["n_ctx"] != 3:
-            raise ValueError(f"ensembles take three-token inputs, got n_ctx={shape['n_ctx']}.")
-        ensemble = cls(shape["vocab"], shape["n_classes"], len(modules), seeds,
-                       **{k: shape[k] for k in ("n_layers", "d_model", "n_heads", "d_mlp")},
-                       lr=[s[0] for s in settings], weight_decay=[s[1] for s in settings], betas=settings[0][2],
-                       eps=settings[0][3], loss_dtype=str(first.loss_dtype).removeprefix("torch."))
-        ensemble.net = EnsembleTransformer([m.net for m in modules])
-        ensemble.member_hparams = [dict(m.hparams) for m in modules]
+            settings.append((group["lr"], group["weight_decay"], tuple(group["betas"]), group["eps"],
+                             str(m.loss_dtype).removeprefix("torch.")))
+        for i, name in ((2, "betas"), (3, "eps"), (4, "loss dtype")):
+            if any(s[i] != settings[0][i] for s in settings):
+                raise ValueError(f"ensemble members must share their {name}, got {[s[i] for s in settings]}.")
+        net = stack_networks([m.net for m in modules])  # refuses differing architectures
+        lrs, decays = [s[0] for s in settings], [s[1] for s in settings]
+        _, _, betas, eps, loss_dtype = settings[0]
+        ensemble = cls.__new__(cls)
+        pl.LightningModule.__init__(ensemble)
+        first = modules[0]
+        ensemble.save_hyperparameters({"vocab_size": first.hparams.vocab_size, "n_classes": first.hparams.n_classes,
+                                       "n_members": len(modules), "seeds": seeds, "network": first.hparams.network,
+                                       "lr": lrs, "weight_decay": decays, "betas": betas, "eps": eps,
+                                       "loss_dtype": loss_dtype})
+        ensemble._setup(net, lrs, decays, loss_dtype, [dict(m.hparams) for m in modules])
         return ensemble
 
-    def member_net(self, k: int) -> Transformer:
-        """Member k as a standalone Transformer (a copy), e.g. for callbacks that evaluate a network."""
+    def member_net(self, k: int) -> nn.Module:
+        """Member k as a standalone network (a copy), e.g. for callbacks that evaluate a network."""
         return self.net.member(k)
 
     def freeze_member(self, k: int) -> None:

@@ -1,4 +1,5 @@
-"""The one place lit_grok reaches into Lightning's loops: making a changed dataset reach the fit loop.
+"""The one place lit_grok reaches into Lightning's loops: making a changed dataset reach the fit loop, and
+the step at which Lightning logs what a validation measured.
 
 Lightning 2.x has no public "reload the dataloaders now" (pytorch-lightning issues #17327, #21448). Its fit
 and evaluation loops rebuild their loaders at the next epoch start when their cached ``_combined_loader`` is
@@ -18,3 +19,9 @@ def reload_dataloaders(trainer: pl.Trainer) -> None:
             raise RuntimeError(f"{type(loop).__name__} has no _combined_loader: this Lightning version "
                                f"({pl.__version__}) changed how loaders are cached; update lit_grok.loops.")
         loop._combined_loader = None
+
+
+def logging_step(trainer: pl.Trainer) -> int:
+    """The step Lightning gives metrics logged now (after N optimiser steps, a validation's are logged at
+    N - 1), so that runs written outside its logger connector (ensemble members) line up with single runs."""
+    return trainer.fit_loop.epoch_loop._batches_that_stepped

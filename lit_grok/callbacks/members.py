@@ -16,6 +16,7 @@ from lit_grok.callbacks.dataset_swap import DatasetSwap
 from lit_grok.callbacks.efficiency import CircuitEfficiency
 from lit_grok.callbacks.grok_events import GrokEvents
 from lit_grok.callbacks.plateaus import PlateauDetector
+from lit_grok.loops import logging_step
 
 # The callbacks that watch one run; in an ensemble each member gets its own copy.
 PER_MEMBER = (CircuitEfficiency, DatasetSwap, GrokEvents, PlateauDetector, StopOnConvergence, TrainingCurves)
@@ -158,6 +159,7 @@ class Members(pl.Callback):
         theirs beside them, and may stop it; then its metrics go to its run."""
         if trainer.sanity_checking:
             return
+        step = logging_step(trainer)  # where Lightning puts a single run's metrics of this validation
         for k, view in enumerate(self.views):
             if self.stopped_steps[k] is None:
                 view.callback_metrics = {name: values[k] for name, values in pl_module.member_metrics.items()}
@@ -167,7 +169,7 @@ class Members(pl.Callback):
             if self.stopped_steps[k] is not None:
                 continue
             for logger in view.loggers:
-                logger.log_metrics({name: float(v) for name, v in view.callback_metrics.items()}, trainer.global_step)
+                logger.log_metrics({name: float(v) for name, v in view.callback_metrics.items()}, step)
             if view.should_stop:
                 self.stopped_steps[k] = trainer.global_step
                 pl_module.freeze_member(k)
