@@ -129,7 +129,8 @@ def execute_group(base: str, overrides: list[dict[str, Any]], log_dirs: list[Pat
     trainer = pl.Trainer(**trainer_args)
     trainer.fit(model, data)
     seconds = round((time.monotonic() - start) / len(clis), 2)
-    return [{**metrics, "step": step, "seconds": seconds, **summaries} for metrics, step, summaries in members.results(trainer)]
+    return [{**metrics, "step": step, "seconds": seconds, **summaries}
+            for metrics, step, summaries in members.results(trainer)]
 
 
 def write_summary(sweep_dir: Path) -> Path:
@@ -200,13 +201,14 @@ def sweep(base: str, name: str, grids: Optional[list[dict[str, list[Any]]]] = No
             except ValueError as error:
                 print(f"runs {', '.join(str(i) for i, _, _ in group)} cannot train as one ensemble ({error}); "
                       f"running them one at a time", flush=True)
+        together = results is not None
         if results is None:
             results = [execute(base, {**(overrides or {}), **p}, d) for _, p, d in group]
         for (i, params, log_dir), result in zip(group, results):
             record = {"run": run_id(params), **params, **result}
             (log_dir / RESULT).write_text(json.dumps(record, indent=1))
             print(f"[{i}/{len(runs)}] {run_id(params)}: step {result['step']}, {result['seconds']} s"
-                  + (f" (ensemble of {len(group)})" if len(group) > 1 else ""), flush=True)
+                  + (f" (ensemble of {len(group)})" if together else ""), flush=True)
         write_summary(sweep_dir)
     summary = write_summary(sweep_dir)
     if report:

@@ -121,4 +121,5 @@ def test_mlp_members_train_together_as_their_single_runs():
         for name, value in single.net.state_dict().items():
             torch.testing.assert_close(ensemble.net.member_state_dict(k)[name], value, rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="one architecture and size"):
-        EnsembleModule.from_modules([modules[0], GrokkingModule(14, 13, network=partial(MLP, d_embed=8))])
+        EnsembleModule.from_modules([modules[0], GrokkingModule(14, 13, network=partial(MLP, d_embed=8),
+                                                                optimizer=modules[0].make_optimizer)])

@@ -136,7 +136,7 @@ def test_the_cli_gives_each_member_a_copy_of_the_configs_callbacks(tmp_path):
 TINY = {"data.init_args.modulus": 11, "trainer.max_steps": 40, "trainer.check_val_every_n_epoch": 10,
         "model.init_args.network.init_args.d_model": 16, "model.init_args.network.init_args.d_mlp": 32}
 GRIDS = [{"data.init_args.train_size": [40, 60], "data.init_args.random_labels": [True], "seed_everything": [0, 1]},
-         {"data.init_args.train_size": [80], "data.init_args.random_labels": [False],
+         {"data.init_args.train_size": [80, 90], "data.init_args.random_labels": [False],
           "model.init_args.warmup_steps": [5]}]
 
 
@@ -148,6 +148,7 @@ def test_a_grouped_sweep_records_what_the_sequential_one_does(tmp_path, capsys):
         rows[k] = list(csv.DictReader(summary.open()))
     out = capsys.readouterr().out
     assert out.count("(ensemble of 3)") == 3 and out.count("(ensemble of 2)") == 0  # 4 compatible runs: 3 + 1
+    assert "runs 5, 6 cannot train as one ensemble (ensembles do not support warmup_steps yet.)" in out
     assert list(rows[1][0]) == list(rows[3][0])  # same columns in the same order
     for one, grouped in zip(rows[1], rows[3]):
         assert one["run"] == grouped["run"]
