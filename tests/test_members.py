@@ -174,3 +174,27 @@ def test_runs_group_only_when_they_differ_in_member_keys():
     assert group_key(config) == group_key(other)
     other["trainer"]["max_steps"] = 20
     assert group_key(config) != group_key(other)
+
+
+def test_an_ensemble_resumes_exactly_with_its_members_state(tmp_path):
+    def run(save_dir, steps, *extra):
+        return main(["fit", "--model=lit_grok.ensemble_module.EnsembleModule", "--model.seeds=[0,1]",
+                     "--model.lr=3.0e-3", "--model.weight_decay=[1.0,0.3]", *[f"--model.{k}={v}" for k, v in NET.items()],
+                     "--data=lit_grok.ensemble_module.EnsembleDataModule", "--data.modulus=13",
+                     "--data.train_sizes=[60,90]", f"--trainer.max_steps={steps}",
+                     "--trainer.check_val_every_n_epoch=10", "--trainer.enable_progress_bar=false",
+                     f"--trainer.logger.init_args.save_dir={save_dir}",
+                     "--trainer.callbacks+=lit_grok.callbacks.DatasetSwap", "--trainer.callbacks.new_size=50",
+                     "--trainer.callbacks.at_step=10", *extra])
+
+    full = run(tmp_path / "full", 40)
+    first = run(tmp_path / "part", 20)
+    resumed = run(tmp_path / "part", 40, f"--ckpt_path={first.trainer.checkpoint_callback.last_model_path}")
+    members = next(c for c in resumed.trainer.callbacks if isinstance(c, Members))
+    assert [mine[0].swap_step for mine in members.callbacks] == [10, 10]  # restored, not swapped again
+    assert [m.train_size for m in resumed.datamodule.members] == [50, 50]
+    for k in (0, 1):
+        after = scalars(f"{resumed.trainer.log_dir}/member_{k}", "val/loss")
+        assert sorted(after) == [29, 39]
+        expected = scalars(f"{full.trainer.log_dir}/member_{k}", "val/loss")[39]
+        assert after[39] == pytest.approx(expected, rel=1e-6)
