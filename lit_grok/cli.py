@@ -13,7 +13,7 @@ from pytorch_lightning.cli import LightningArgumentParser, LightningCLI, SaveCon
 from pytorch_lightning.loggers import TensorBoardLogger
 
 from lit_grok.callbacks import StepProgressBar, TrainingCurves
-from lit_grok.callbacks.members import PER_MEMBER, Members
+from lit_grok.callbacks.members import Members, per_member
 
 # Trainer defaults for one-step epochs (full batch): validate every 100 steps rather than every step,
 # no sanity check, stop on max_steps alone, and TensorBoard under logs/<experiment>/version_N/.
@@ -92,8 +92,8 @@ class GrokCLI(LightningCLI):
         n_members = getattr(self.datamodule, "n_members", None)
         if n_members is not None:  # an ensemble: the single-run callbacks go to each member
             members = next((c for c in callbacks if isinstance(c, Members)), None) or Members()
-            members.share([c for c in callbacks if isinstance(c, PER_MEMBER)], n_members)
-            callbacks = [c for c in callbacks if not isinstance(c, (Members, *PER_MEMBER))] + [members]
+            members.share([c for c in callbacks if per_member(c)], n_members)
+            callbacks = [c for c in callbacks if not per_member(c) and not isinstance(c, Members)] + [members]
         return super().instantiate_trainer(**{**kwargs, "callbacks": callbacks})
 
 

@@ -111,14 +111,14 @@ def execute_group(base: str, overrides: list[dict[str, Any]], log_dirs: list[Pat
     """
     import pytorch_lightning as pl
 
-    from lit_grok.callbacks.members import PER_MEMBER, Members
+    from lit_grok.callbacks.members import Members, per_member
     from lit_grok.ensemble_module import EnsembleDataModule, EnsembleModule
 
     start = time.monotonic()
     clis = [_cli(_args(base, o, d), run=False) for o, d in zip(overrides, log_dirs)]
     model = EnsembleModule.from_modules([c.model for c in clis], seeds=[c.config.seed_everything for c in clis])
     data = EnsembleDataModule.from_datamodules([c.datamodule for c in clis])
-    members = Members([[cb for cb in c.trainer.callbacks if isinstance(cb, PER_MEMBER)] for c in clis],
+    members = Members([[cb for cb in c.trainer.callbacks if per_member(cb)] for c in clis],
                       log_dirs=[str(d) for d in log_dirs])
     members.check_data(data)
     trainer_args = {**clis[0]._get(clis[0].config_init, "trainer"), "callbacks": [members], "logger": False,

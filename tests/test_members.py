@@ -198,3 +198,23 @@ def test_an_ensemble_resumes_exactly_with_its_members_state(tmp_path):
         assert sorted(after) == [29, 39]
         expected = scalars(f"{full.trainer.log_dir}/member_{k}", "val/loss")[39]
         assert after[39] == pytest.approx(expected, rel=1e-6)
+
+
+class CountValidations(pl.Callback):
+    """A user's own callback: counts the validations of the run it watches."""
+
+    def __init__(self) -> None:
+        self.seen: list[float] = []
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        self.seen.append(float(trainer.callback_metrics["val/acc"]))
+
+
+def test_a_users_own_callback_watches_each_member():
+    from lit_grok.callbacks.members import per_member
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    assert per_member(CountValidations()) and per_member(GrokEvents()) and not per_member(ModelCheckpoint())
+    counters = [CountValidations(), CountValidations()]
+    ensemble([(0, 0, 60, 1.0), (1, 5, 90, 0.3)], 30, Members([[counters[0]], [counters[1]]]))
+    assert [len(c.seen) for c in counters] == [3, 3] and counters[0].seen != counters[1].seen

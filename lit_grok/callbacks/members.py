@@ -7,19 +7,20 @@ from typing import Any, Optional
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.callbacks import Checkpoint, ModelSummary, ProgressBar
+from pytorch_lightning.cli import SaveConfigCallback
 from pytorch_lightning.loggers import TensorBoardLogger
 from torch import Tensor
 
-from lit_grok.callbacks.convergence import StopOnConvergence
-from lit_grok.callbacks.curves import TrainingCurves
 from lit_grok.callbacks.dataset_swap import DatasetSwap
-from lit_grok.callbacks.efficiency import CircuitEfficiency
-from lit_grok.callbacks.grok_events import GrokEvents
-from lit_grok.callbacks.plateaus import PlateauDetector
 from lit_grok.loops import logging_step
 
-# The callbacks that watch one run; in an ensemble each member gets its own copy.
-PER_MEMBER = (CircuitEfficiency, DatasetSwap, GrokEvents, PlateauDetector, StopOnConvergence, TrainingCurves)
+
+def per_member(callback: pl.Callback) -> bool:
+    """Whether a callback watches one run (lit_grok's GrokEvents, CircuitEfficiency, DatasetSwap, ..., and any
+    user callback), so that each ensemble member gets its own copy; the Trainer's own (checkpoints, progress
+    bars, model summary, config saving) stay with the ensemble."""
+    return not isinstance(callback, (Checkpoint, ProgressBar, ModelSummary, SaveConfigCallback, Members))
 
 
 class MemberTrainer:
@@ -85,8 +86,8 @@ class Members(pl.Callback):
     grok events, efficiency, plateaus and a ``DatasetSwap`` to the member's own D' work as in a single run.
     A member whose callbacks stop it (``GrokEvents.stop_after``, ``StopOnConvergence``) stops training: its
     learning rate becomes 0 and it is no longer validated; the run stops when every member has.
-    The CLI adds this callback to every ensemble run and gives each member a copy of the config's
-    ``trainer.callbacks`` of the kinds in ``PER_MEMBER``.
+    The CLI adds this callback to every ensemble run and gives each member a copy of each of the config's
+    ``trainer.callbacks`` that watch a run (``per_member``).
 
     Args:
         callbacks: member k's own callbacks (the k-th list), beside the copies the CLI adds.
