@@ -11,12 +11,15 @@ Runs whose configs differ only in what ensemble members may differ in (``MEMBER_
 seed, labels, learning rate, weight decay, callbacks) train together, up to ``max_members`` at a time, as
 one ``EnsembleModule``; each still gets its own folder, TensorBoard run, config.yaml and result.json, as
 if run alone (its ``seconds`` is its share of the group's time). Runs an ensemble cannot reproduce (another
-network or optimiser, minibatches, warm-up) run one at a time.
+network or optimiser, minibatches, warm-up) run one at a time. An ensemble keeps ``last.ckpt`` in
+``<save_dir>/<name>/.ensembles/<id>/`` (every 1000 steps and on a crash) and resumes from it when the
+sweep is run again; the folder goes once the ensemble has finished.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import importlib
 import itertools
 import json
@@ -104,6 +107,12 @@ def group_key(config: dict[str, Any]) -> str:
     return json.dumps(config, sort_keys=True)
 
 
+def group_checkpoints(log_dirs: list[Path]) -> Path:
+    """Where an ensemble of these runs keeps its checkpoint while it trains: ``<sweep>/.ensembles/<id>/``."""
+    runs = "\n".join(d.parent.name for d in log_dirs)
+    return log_dirs[0].parent.parent / ".ensembles" / hashlib.sha1(runs.encode()).hexdigest()[:12]
+
+
 def execute_group(base: str, overrides: list[dict[str, Any]], log_dirs: list[Path]) -> list[dict[str, Any]]:
     """Trains K compatible runs as one ensemble and returns each run's result, as ``execute`` would.
 
@@ -114,6 +123,8 @@ def execute_group(base: str, overrides: list[dict[str, Any]], log_dirs: list[Pat
     from lit_grok.callbacks.members import Members, per_member
     from lit_grok.ensemble_module import EnsembleDataModule, EnsembleModule
 
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
     start = time.monotonic()
     clis = [_cli(_args(base, o, d), run=False) for o, d in zip(overrides, log_dirs)]
     model = EnsembleModule.from_modules([c.model for c in clis], seeds=[c.config.seed_everything for c in clis])
@@ -121,13 +132,19 @@ def execute_group(base: str, overrides: list[dict[str, Any]], log_dirs: list[Pat
     members = Members([[cb for cb in c.trainer.callbacks if per_member(cb)] for c in clis],
                       log_dirs=[str(d) for d in log_dirs])
     members.check_data(data)
-    trainer_args = {**clis[0]._get(clis[0].config_init, "trainer"), "callbacks": [members], "logger": False,
-                    "enable_checkpointing": False, "enable_progress_bar": False, "enable_model_summary": False}
+    folder = group_checkpoints(log_dirs)  # last.ckpt every 1000 steps and on a crash; resumed from on a rerun
+    checkpoint = ModelCheckpoint(dirpath=folder, save_top_k=0, save_last=True, every_n_train_steps=1000,
+                                 save_on_exception=True)
+    trainer_args = {**clis[0]._get(clis[0].config_init, "trainer"), "callbacks": [members, checkpoint],
+                    "logger": False, "enable_checkpointing": True, "enable_progress_bar": False,
+                    "enable_model_summary": False}
     for cli, log_dir in zip(clis, log_dirs):  # as SaveConfigCallback writes it for a single run
         log_dir.mkdir(parents=True, exist_ok=True)
         (log_dir / "config.yaml").write_text(cli.parser.dump(cli.config, skip_none=False))
     trainer = pl.Trainer(**trainer_args)
-    trainer.fit(model, data)
+    last = folder / "last.ckpt"
+    trainer.fit(model, data, ckpt_path=str(last) if last.exists() else None)
+    shutil.rmtree(folder, ignore_errors=True)
     seconds = round((time.monotonic() - start) / len(clis), 2)
     return [{**metrics, "step": step, "seconds": seconds, **summaries}
             for metrics, step, summaries in members.results(trainer)]
@@ -192,8 +209,10 @@ def sweep(base: str, name: str, grids: Optional[list[dict[str, list[Any]]]] = No
         else:
             pending.append((i, params, log_dir))
     for group in _groups(base, overrides or {}, pending, max_members):
+        resumed = len(group) > 1 and (group_checkpoints([d for _, _, d in group]) / "last.ckpt").exists()
         for _, _, log_dir in group:
-            shutil.rmtree(log_dir, ignore_errors=True)  # an interrupted run starts afresh
+            if not resumed:
+                shutil.rmtree(log_dir, ignore_errors=True)  # an interrupted run starts afresh
         results = None
         if len(group) > 1:
             try:

@@ -218,3 +218,32 @@ def test_a_users_own_callback_watches_each_member():
     counters = [CountValidations(), CountValidations()]
     ensemble([(0, 0, 60, 1.0), (1, 5, 90, 0.3)], 30, Members([[counters[0]], [counters[1]]]))
     assert [len(c.seen) for c in counters] == [3, 3] and counters[0].seen != counters[1].seen
+
+
+def test_an_interrupted_ensemble_resumes_from_its_checkpoint_when_the_sweep_runs_again(tmp_path, monkeypatch):
+    base = str(ROOT / "configs/cpu/efficiency_base.yaml")
+    grids = [{"data.init_args.train_size": [40, 60], "data.init_args.random_labels": [True]}]
+    settings = {**TINY, "trainer.callbacks": "[]"}  # no convergence stop: both members run all 40 steps
+    whole = list(csv.DictReader(sweep(base, "whole", grids, settings, save_dir=str(tmp_path)).open()))
+    original = Members.on_validation_end
+
+    def crash_at_step_20(self, trainer, pl_module):
+        original(self, trainer, pl_module)
+        if trainer.global_step == 20:
+            raise RuntimeError("simulated crash")
+
+    monkeypatch.setattr(Members, "on_validation_end", crash_at_step_20)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        sweep(base, "crashed", grids, settings, save_dir=str(tmp_path))
+    saved = list((tmp_path / "crashed" / ".ensembles").glob("*/last.ckpt"))
+    assert len(saved) == 1 and torch.load(saved[0], weights_only=False)["global_step"] == 20
+    monkeypatch.setattr(Members, "on_validation_end", original)
+    again = list(csv.DictReader(sweep(base, "crashed", grids, settings, save_dir=str(tmp_path)).open()))
+    assert not saved[0].parent.exists()  # removed once the ensemble finished
+    member = tmp_path / "crashed" / "train_size=40-random_labels=true" / "version_0"
+    first, second = sorted(member.glob("events.*"), key=lambda p: p.stat().st_mtime_ns)  # crashed, resumed
+    assert sorted(scalars(str(first), "val/loss")) == [9, 19] and sorted(scalars(str(second), "val/loss")) == [29, 39]
+    for one, other in zip(whole, again):
+        assert other["step"] == one["step"] == "40"
+        assert float(other["val/loss"]) == pytest.approx(float(one["val/loss"]), rel=1e-6)
+        assert float(other["norm/params"]) == pytest.approx(float(one["norm/params"]), rel=1e-6)
