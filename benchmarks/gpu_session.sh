@@ -3,7 +3,7 @@
 # minutes each (one device command each):
 #   bash benchmarks/gpu_session.sh OUT_DIR bench    # ensemble benchmark, gpu_check (~3 min on an H200)
 #   bash benchmarks/gpu_session.sh OUT_DIR sweeps   # semi-grokking (5 seeds) and ungrokking (3 seeds) sweeps
-#                                                   # through ensembles (~6 min on an H200)
+#                                                   # through ensembles (~8 min on an H200, estimated)
 # Each step has its own time limit, so one that overruns leaves the others' results in OUT_DIR.
 set -u
 out=${1:?usage: gpu_session.sh OUT_DIR bench|sweeps}
