@@ -76,8 +76,12 @@ class EnsembleDataModule(pl.LightningDataModule):
                                  f"beside {first.operation} mod {first.modulus}.")
             if m.batch_size is not None:
                 raise ValueError(f"ensembles train full batch; a member has batch_size={m.batch_size}.")
-        ensemble = cls(first.operation, first.modulus, [m.train_size for m in members],
-                       [m.data_seed for m in members], [m.random_labels for m in members])
+        ensemble = cls.__new__(cls)  # the members exist already: build none
+        pl.LightningDataModule.__init__(ensemble)
+        ensemble.save_hyperparameters({"operation": first.operation, "modulus": first.modulus,
+                                       "train_sizes": [m.train_size for m in members],
+                                       "data_seeds": [m.data_seed for m in members],
+                                       "random_labels": [m.random_labels for m in members]})
         ensemble._use(members)
         return ensemble
 

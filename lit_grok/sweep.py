@@ -85,10 +85,17 @@ def execute(base: str, overrides: dict[str, Any], log_dir: Path) -> dict[str, An
     result: dict[str, Any] = {k: float(v) for k, v in sorted(cli.trainer.callback_metrics.items())}
     result["step"] = cli.trainer.global_step
     result["seconds"] = round(time.monotonic() - start, 2)
-    for callback in cli.trainer.callbacks:  # GrokEvents, StopOnConvergence, DatasetSwap, PlateauDetector
+    return {**result, **summaries(cli.trainer.callbacks)}
+
+
+def summaries(callbacks: list) -> dict[str, Any]:
+    """What the callbacks that report on a run (GrokEvents, StopOnConvergence, DatasetSwap, PlateauDetector)
+    say of it, merged for its result row."""
+    merged: dict[str, Any] = {}
+    for callback in callbacks:
         if hasattr(callback, "summary"):
-            result.update(callback.summary())
-    return result
+            merged.update(callback.summary())
+    return merged
 
 
 def _drop(config: dict[str, Any], key: str) -> None:
@@ -119,11 +126,10 @@ def execute_group(base: str, overrides: list[dict[str, Any]], log_dirs: list[Pat
     Raises ValueError when the runs cannot be one ensemble (see ``EnsembleModule.from_modules``).
     """
     import pytorch_lightning as pl
+    from pytorch_lightning.callbacks import ModelCheckpoint
 
     from lit_grok.callbacks.members import Members, per_member
     from lit_grok.ensemble_module import EnsembleDataModule, EnsembleModule
-
-    from pytorch_lightning.callbacks import ModelCheckpoint
 
     start = time.monotonic()
     clis = [_cli(_args(base, o, d), run=False) for o, d in zip(overrides, log_dirs)]
@@ -146,8 +152,8 @@ def execute_group(base: str, overrides: list[dict[str, Any]], log_dirs: list[Pat
     trainer.fit(model, data, ckpt_path=str(last) if last.exists() else None)
     shutil.rmtree(folder, ignore_errors=True)
     seconds = round((time.monotonic() - start) / len(clis), 2)
-    return [{**metrics, "step": step, "seconds": seconds, **summaries}
-            for metrics, step, summaries in members.results(trainer)]
+    return [{**metrics, "step": step, "seconds": seconds, **summaries(mine)}
+            for (metrics, step), mine in zip(members.results(trainer), members.callbacks)]
 
 
 def write_summary(sweep_dir: Path) -> Path:
@@ -216,7 +222,8 @@ def sweep(base: str, name: str, grids: Optional[list[dict[str, list[Any]]]] = No
         results = None
         if len(group) > 1:
             try:
-                results = execute_group(base, [{**(overrides or {}), **p} for _, p, _ in group], [d for _, _, d in group])
+                results = execute_group(base, [{**(overrides or {}), **p} for _, p, _ in group],
+                                        [d for _, _, d in group])
             except ValueError as error:
                 print(f"runs {', '.join(str(i) for i, _, _ in group)} cannot train as one ensemble ({error}); "
                       f"running them one at a time", flush=True)

@@ -96,7 +96,7 @@ def test_a_stopped_member_is_frozen_where_its_single_run_stops():
     alone, _, _ = single(0, 0, 60, 1.0, 20)
     for name, value in alone.net.state_dict().items():  # member 0 did not move after step 20
         torch.testing.assert_close(model.net.member_state_dict(0)[name], value, rtol=1e-5, atol=1e-6)
-    assert [step for _, step, _ in callbacks.results(trainer)] == [20, 40]
+    assert [step for _, step in callbacks.results(trainer)] == [20, 40]
 
 
 def test_members_refuse_what_an_ensemble_cannot_do():

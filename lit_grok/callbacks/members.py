@@ -188,19 +188,11 @@ class Members(pl.Callback):
             for logger in view.loggers:
                 logger.finalize("failed")
 
-    def results(self, trainer: pl.Trainer) -> list[tuple[dict[str, float], int, dict[str, Any]]]:
-        """Per member, what a sweep records of a single run: its final metrics (sorted by name), the step it
-        stopped at, and its callbacks' summaries."""
-        rows = []
-        for k, view in enumerate(self.views):
-            metrics = {name: float(v) for name, v in sorted(view.callback_metrics.items())}
-            step = trainer.global_step if self.stopped_steps[k] is None else self.stopped_steps[k]
-            summaries: dict[str, Any] = {}
-            for callback in self.callbacks[k]:
-                if hasattr(callback, "summary"):
-                    summaries.update(callback.summary())
-            rows.append((metrics, step, summaries))
-        return rows
+    def results(self, trainer: pl.Trainer) -> list[tuple[dict[str, float], int]]:
+        """Per member, its final metrics (sorted by name) and the step it stopped at."""
+        return [({name: float(v) for name, v in sorted(view.callback_metrics.items())},
+                 trainer.global_step if stopped is None else stopped)
+                for view, stopped in zip(self.views, self.stopped_steps)]
 
     def state_dict(self) -> dict[str, Any]:
         return {"stopped_steps": self.stopped_steps,
