@@ -33,6 +33,7 @@ def quiet_lightning_warnings() -> None:
     """Silences Lightning warnings that are expected with one-step epochs and tensors on the device."""
     for message in (r"The number of training batches \(\d+\) is smaller than the logging interval",
                     r".*does not have many workers.*",
+                    r"Total length of .* across ranks is zero",  # no held-out set: training on every pair
                     r".*isinstance\(treespec, LeafSpec\)` is deprecated.*"):
         warnings.filterwarnings("ignore", message=message)
 
@@ -64,9 +65,9 @@ class GrokCLI(LightningCLI):
         """Bad values in the config (an unknown operation, an impossible train_size, ...) end as a parser error."""
         try:
             super().instantiate_classes()
-            for callback in self.trainer.callbacks:  # callbacks whose settings depend on the data
-                if hasattr(callback, "check_data") and self.datamodule is not None:
-                    callback.check_data(self.datamodule)
+            for part in [self.model, *self.trainer.callbacks]:  # settings that depend on the data
+                if hasattr(part, "check_data") and self.datamodule is not None:
+                    part.check_data(self.datamodule)
         except ValueError as error:
             self.parser.error(str(error))
 

@@ -28,7 +28,7 @@ class TensorBatches:
                  shuffle_seed: Optional[int] = None, epoch: Callable[[], int] = lambda: 0, rank: int = 0,
                  world: int = 1) -> None:
         self.tokens, self.answers = tokens, answers
-        self.batch_size = batch_size or len(answers)
+        self.batch_size = batch_size or max(len(answers), 1)
         self.shuffle_seed = shuffle_seed
         self.epoch = epoch
         self.rank, self.world = rank, world
@@ -38,6 +38,8 @@ class TensorBatches:
 
     def __iter__(self) -> Iterator[Batch]:
         n = len(self.answers)
+        if n == 0:  # an empty held-out set (training on every pair): no batch at all
+            return
         if self.batch_size >= n and self.world == 1:
             yield self.tokens, self.answers, n
             return
@@ -57,7 +59,9 @@ class ModularArithmeticDataModule(pl.LightningDataModule):
         operation: a name from ``lit_grok.tasks.OPERATIONS`` (``add``, ``sub``, ``mul``, ``div``, ...).
         modulus: P for tasks over Z_P; leave unset (null) for the S_5 tasks.
         train_size: the paper's D, the number of training pairs. Give exactly one of train_size/train_fraction.
-        train_fraction: D as a fraction of all pairs (rounded to the nearest integer).
+            Every pair (the paper's pre-training for ungrokking) leaves no held-out set: ``val/*`` is then
+            not logged until a ``DatasetSwap`` makes the removed pairs the validation set.
+        train_fraction: D as a fraction of all pairs (rounded to the nearest integer); 1.0 is every pair.
         data_seed: seeds the split and the random labels, independently of the model seed.
         batch_size: None for full batch (the paper's setting: one step per epoch); an int for seeded minibatches.
         random_labels: give every pair a fixed, uniformly random answer (memorisation-only networks).
@@ -85,13 +89,13 @@ class ModularArithmeticDataModule(pl.LightningDataModule):
         if (train_size is None) == (train_fraction is None):
             raise ValueError("give exactly one of train_size (the paper's D) and train_fraction.")
         if train_fraction is not None:
-            if not 0.0 < train_fraction < 1.0:
-                raise ValueError(f"train_fraction must lie strictly between 0 and 1, got {train_fraction}.")
+            if not 0.0 < train_fraction <= 1.0:
+                raise ValueError(f"train_fraction must lie in (0, 1], got {train_fraction}.")
             train_size = round(train_fraction * n_pairs)
         assert train_size is not None
-        if not 1 <= train_size < n_pairs:
+        if not 1 <= train_size <= n_pairs:
             raise ValueError(
-                f"train_size must be between 1 and {n_pairs - 1} (there are {n_pairs} pairs for "
+                f"train_size must be between 1 and {n_pairs} (there are {n_pairs} pairs for "
                 f"{operation} with {self.n_elements} elements), got {train_size}."
             )
         if batch_size is not None and batch_size < 1:

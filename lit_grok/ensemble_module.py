@@ -11,6 +11,7 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor, nn
 
+from lit_grok import branching
 from lit_grok.data import ModularArithmeticDataModule
 from lit_grok.ensemble import EnsembleAdamW, EnsembleTransformer, member_loss, padded_batch, stack_networks
 from lit_grok.model import Transformer
@@ -20,16 +21,18 @@ EnsembleBatch = tuple[Tensor, Tensor, Tensor]  # tokens [K, B, 3], answers [K, B
 
 
 class _Once:
-    """One batch per epoch (every member's whole set, padded)."""
+    """One batch per epoch (every member's whole set, padded); none when no member has a row (every member
+    trains on every pair, so no held-out set)."""
 
-    def __init__(self, batch: EnsembleBatch) -> None:
+    def __init__(self, batch: Optional[EnsembleBatch]) -> None:
         self.batch = batch
 
     def __len__(self) -> int:
-        return 1
+        return 0 if self.batch is None else 1
 
     def __iter__(self) -> Iterator[EnsembleBatch]:
-        yield self.batch
+        if self.batch is not None:
+            yield self.batch
 
 
 def _per_member(value: Union[Any, list], k: int, name: str) -> list:
@@ -109,7 +112,8 @@ class EnsembleDataModule(pl.LightningDataModule):
             member.tokens, member.answers = member.tokens.to(device), member.answers.to(device)
 
     def _batch(self, split: str) -> _Once:
-        return _Once(padded_batch(self.tokens, self.answers, [getattr(m, f"{split}_indices") for m in self.members]))
+        indices = [getattr(m, f"{split}_indices") for m in self.members]
+        return _Once(padded_batch(self.tokens, self.answers, indices) if any(len(i) for i in indices) else None)
 
     def train_dataloader(self) -> _Once:
         return self._batch("train")
@@ -141,21 +145,29 @@ class EnsembleModule(pl.LightningModule):
         lr, weight_decay: AdamW's, one value for all members or one per member.
         betas, eps: AdamW's.
         loss_dtype: the cross-entropy's dtype.
+        init_from: a single-run checkpoint every member starts from (a branch, as in GrokkingModule; the
+            members then differ in their data and hyperparameters, not their weights). The optimiser starts
+            fresh.
     """
 
     def __init__(self, vocab_size: int, n_classes: int, n_members: int, seeds: Optional[list[int]] = None,
                  n_layers: int = 1, d_model: int = 128, n_heads: int = 4, d_mlp: int = 512,
                  lr: Union[float, list[float]] = 1e-3, weight_decay: Union[float, list[float]] = 1.0,
                  betas: tuple[float, float] = (0.9, 0.98), eps: float = 1e-8,
-                 loss_dtype: Literal["float64", "float32"] = "float64") -> None:
+                 loss_dtype: Literal["float64", "float32"] = "float64", init_from: Optional[str] = None) -> None:
         super().__init__()
         self.save_hyperparameters()
         seeds = list(range(n_members)) if seeds is None else _per_member(seeds, n_members, "seeds")
+        checkpoint = None if init_from is None else branching.read_checkpoint(init_from)
+        self.init_from = init_from
+        self.init_task = None if checkpoint is None else branching.task_of(checkpoint)
         members = []
         for seed in seeds:
             torch.manual_seed(seed)
             members.append(Transformer(vocab_size, n_classes, n_layers=n_layers, d_model=d_model, n_heads=n_heads,
                                        d_mlp=d_mlp))
+            if checkpoint is not None:
+                branching.load_network(members[-1], branching.network_state(checkpoint, init_from), init_from)
         lrs, decays = _per_member(lr, n_members, "lr"), _per_member(weight_decay, n_members, "weight_decay")
         shape = dict(n_layers=n_layers, d_model=d_model, n_heads=n_heads, d_mlp=d_mlp)
         self._setup(EnsembleTransformer(members), lrs, decays, loss_dtype,
@@ -187,6 +199,8 @@ class EnsembleModule(pl.LightningModule):
                 raise ValueError(f"ensembles are built from GrokkingModules, got {type(m).__name__}.")
             if m.warmup_steps:
                 raise ValueError("ensembles do not support warmup_steps yet.")
+            if m.init_optimizer:
+                raise ValueError("ensemble members start with a fresh optimiser; init_optimizer needs single runs.")
             optimizer = m.make_optimizer(m.parameters())
             group = optimizer.param_groups[0]
             if type(optimizer) is not torch.optim.AdamW or group["amsgrad"] or group["maximize"]:
@@ -207,7 +221,13 @@ class EnsembleModule(pl.LightningModule):
                                        "lr": lrs, "weight_decay": decays, "betas": betas, "eps": eps,
                                        "loss_dtype": loss_dtype})
         ensemble._setup(net, lrs, decays, loss_dtype, [dict(m.hparams) for m in modules])
+        ensemble.init_from, ensemble.init_task = first.init_from, first.init_task
         return ensemble
+
+    def check_data(self, datamodule: Any) -> None:
+        """Called by the CLI once the config is built: a branch trains on the task its network learned."""
+        if self.init_from is not None:
+            branching.check_task(self.init_task, datamodule, self.init_from)
 
     def member_net(self, k: int) -> nn.Module:
         """Member k as a standalone network (a copy), e.g. for callbacks that evaluate a network."""
@@ -230,10 +250,15 @@ class EnsembleModule(pl.LightningModule):
         self._sums[f"{split}/loss"] = member_loss(logits, answers, mask, self.loss_dtype)
         self._sums[f"{split}/acc"] = ((logits.argmax(-1) == answers).double() * mask).sum(1) / mask.sum(1)
 
+    def on_validation_epoch_start(self) -> None:
+        self._sums = {}
+
     def on_validation_epoch_end(self) -> None:
+        # a member without held-out pairs has NaN val/* (0 / 0); Members leaves them out of its run
         metrics = {name: values.detach().cpu() for name, values in self._sums.items()}
         for name, values in metrics.items():
-            self.log(f"members/{name.replace('/', '_')}", values.mean().float())
+            if not values.isnan().all():
+                self.log(f"members/{name.replace('/', '_')}", values.nanmean().float())
         squares = torch.stack([p.detach().flatten(1).pow(2).sum(1) for p in self.net.parameters()])  # [n_params, K]
         metrics["norm/params"] = squares.sum(0).sqrt().cpu()
         data = self.trainer.datamodule

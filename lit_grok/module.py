@@ -12,6 +12,7 @@ from pytorch_lightning.cli import OptimizerCallable
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
+from lit_grok import branching
 from lit_grok.data import Batch
 from lit_grok.model import Transformer
 
@@ -52,6 +53,12 @@ class GrokkingModule(pl.LightningModule):
         warmup_steps: linear learning-rate warm-up over this many steps (0: none, as in the paper).
         loss_dtype: dtype of the cross-entropy; float64 as the reference implementations, which keeps
             the loss resolvable once it falls below float32's rounding of log-probabilities near 1.
+        init_from: a checkpoint whose network this run starts from (a *branch*: new run, step 0, its own
+            data and hyperparameters), e.g. the network pre-trained on every pair that ungrokking runs
+            continue from. Its shape and task must match the config's. ``--ckpt_path`` resumes instead.
+        init_optimizer: a branch also starts from the checkpoint's AdamW moments and step count (with this
+            run's learning rate and weight decay); by default it starts with a fresh optimiser, as a new
+            run does. The paper does not say which it used.
     """
 
     def __init__(
@@ -62,13 +69,26 @@ class GrokkingModule(pl.LightningModule):
         optimizer: Optional[OptimizerCallable] = None,
         warmup_steps: int = 0,
         loss_dtype: Literal["float64", "float32"] = "float64",
+        init_from: Optional[str] = None,
+        init_optimizer: bool = False,
     ) -> None:
         super().__init__()
         if warmup_steps < 0:
             raise ValueError(f"warmup_steps must be >= 0, got {warmup_steps}.")
+        if init_optimizer and init_from is None:
+            raise ValueError("init_optimizer needs init_from: the checkpoint whose optimiser state to start from.")
         self.save_hyperparameters()
         self.hparams.update(network=describe(self.hparams.network), optimizer=describe(self.hparams.optimizer))
         self.net = network(vocab_size, n_classes)
+        self.init_task: Optional[dict[str, Any]] = None
+        self._init_optimizer_state: Optional[dict[str, Any]] = None
+        if init_from is not None:
+            checkpoint = branching.read_checkpoint(init_from)
+            branching.load_network(self.net, branching.network_state(checkpoint, init_from), init_from)
+            self.init_task = branching.task_of(checkpoint)
+            if init_optimizer:
+                self._init_optimizer_state = checkpoint["optimizer_states"][0]
+        self.init_from, self.init_optimizer = init_from, init_optimizer
         self.make_optimizer = optimizer or paper_adamw
         self.warmup_steps = warmup_steps
         self.loss_dtype = getattr(torch, loss_dtype)
@@ -124,8 +144,19 @@ class GrokkingModule(pl.LightningModule):
     def on_test_epoch_end(self) -> None:
         self._log_state()
 
+    def check_data(self, datamodule: Any) -> None:
+        """Called by the CLI once the config is built: a branch trains on the task its network learned."""
+        if self.init_from is not None:
+            branching.check_task(self.init_task, datamodule, self.init_from)
+
+    def setup(self, stage: str) -> None:
+        if self._trainer is not None and self.trainer.datamodule is not None:
+            self.check_data(self.trainer.datamodule)
+
     def configure_optimizers(self):
         optimizer = self.make_optimizer(self.parameters())
+        if self._init_optimizer_state is not None:  # a branch with the pre-trained run's moments
+            branching.load_optimizer_state(optimizer, self._init_optimizer_state)
         if not self.warmup_steps:
             return optimizer
         warmup = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / self.warmup_steps))

@@ -70,13 +70,16 @@ def test_reports_on_constructed_summaries(tmp_path):
     semigrok_dir.mkdir()
     with open(ungrok_dir / "summary.csv", "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["run", "trainer.callbacks.init_args.new_size", "model.init_args.optimizer.init_args.weight_decay",
-                    "val/acc", "train/acc", "events/swap_step"])
-        w.writerows([["a", 30, 1.0, 0.1, 1.0, 400], ["b", 300, 1.0, 0.9, 1.0, 400], ["c", 30, 1.0, 0.3, 1.0, 400],
-                     ["d", 30, 2.0, 0.2, 1.0, -1]])
+        w.writerow(["run", "data.init_args.train_size", "model.init_args.optimizer.init_args.weight_decay",
+                    "model.init_args.init_optimizer", "val/acc", "train/acc", "data/train_size", "converged", "step"])
+        w.writerows([["a", 30, 1.0, "false", 0.1, 1.0, 30, "True", 900], ["b", 300, 1.0, "false", 0.9, 1.0, 300, "True", 800],
+                     ["c", 30, 1.0, "false", 0.3, 1.0, 30, "True", 700], ["d", 30, 2.0, "false", 0.2, 1.0, 30, "False", 3000],
+                     ["e", 30, 1.0, "true", 0.5, 1.0, 30, "True", 600]])
     result = ungrok.report(ungrok_dir)
-    assert result["mean_final_val_acc"]["1.0"] == {30: pytest.approx(0.2), 300: pytest.approx(0.9)}
-    assert result["runs_without_swap"] == ["d"] and (ungrok_dir / "ungrok.png").exists()
+    assert result["mean_final_val_acc"]["weight decay 1, init_optimizer=false"] == {30: pytest.approx(0.2),
+                                                                                     300: pytest.approx(0.9)}
+    assert result["mean_final_val_acc"]["weight decay 1, init_optimizer=true"] == {30: pytest.approx(0.5)}
+    assert result["not_converged"] == ["d"] and result["runs"] == 5 and (ungrok_dir / "ungrok.png").exists()
     with open(semigrok_dir / "summary.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["run", "data.init_args.train_size", "val/acc", "train/acc", "plateaus", "events/plateau_level",

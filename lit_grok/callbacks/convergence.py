@@ -3,32 +3,46 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Optional
 
 import pytorch_lightning as pl
 
 
 class StopOnConvergence(pl.Callback):
     """Stops when, over the last ``window`` validations, every monitored metric changed by less than
-    ``rel_tol`` relative to its current value (max minus min over the window, divided by the latest value).
+    ``rel_tol`` relative to its current value (max minus min over the window, divided by the latest value),
+    or, for the metrics named in ``abs_tol``, by less than that absolute amount.
 
     The default monitors the training loss and the parameter norm, which settle together once weight
-    decay and cross-entropy balance. ``trainer.max_steps`` stays the upper bound; ``converged`` (and the
+    decay and cross-entropy balance. An accuracy near 0 needs an absolute tolerance (``abs_tol:
+    {val/acc: 0.005}``): relative to a value near 0, one pair's change would count as movement. ``trainer.max_steps`` stays the upper bound; ``converged`` (and the
     logged ``events/converged_step``) say whether the run stopped for this reason.
 
     Args:
         monitor: metric names, as logged.
         rel_tol: relative change below which a metric counts as converged.
         window: number of consecutive validations compared.
+        abs_tol: metric name -> absolute tolerance, used for that metric instead of ``rel_tol``.
+        min_steps: never stop before this many optimiser steps (e.g. while a branch's accuracy has not
+            started to fall yet).
     """
 
     def __init__(self, monitor: tuple[str, ...] = ("train/loss", "norm/params"), rel_tol: float = 1e-3,
-                 window: int = 10) -> None:
+                 window: int = 10, abs_tol: Optional[dict[str, float]] = None, min_steps: int = 0) -> None:
         if window < 2:
             raise ValueError(f"window must be >= 2, got {window}.")
         if rel_tol <= 0:
             raise ValueError(f"rel_tol must be > 0, got {rel_tol}.")
-        self.monitor, self.rel_tol, self.window = tuple(monitor), rel_tol, window
+        abs_tol = dict(abs_tol or {})
+        if not set(abs_tol) <= set(monitor):
+            raise ValueError(f"abs_tol names {sorted(set(abs_tol) - set(monitor))}, which are not monitored "
+                             f"(monitor: {list(monitor)}).")
+        if any(not tol > 0 for tol in abs_tol.values()):
+            raise ValueError(f"abs_tol values must be > 0, got {abs_tol}.")
+        if min_steps < 0:
+            raise ValueError(f"min_steps must be >= 0, got {min_steps}.")
+        self.monitor, self.rel_tol, self.window, self.abs_tol = tuple(monitor), rel_tol, window, abs_tol
+        self.min_steps = min_steps
         self.history: list[list[float]] = []
         self.converged_step: int = -1
 
@@ -48,11 +62,12 @@ class StopOnConvergence(pl.Callback):
         if missing:
             raise KeyError(f"StopOnConvergence monitors {missing}, which were not logged; logged: {sorted(metrics)}.")
         self.history = (self.history + [[float(metrics[m]) for m in self.monitor]])[-self.window:]
-        if len(self.history) < self.window:
+        if len(self.history) < self.window or trainer.global_step < self.min_steps:
             return
-        for values in zip(*self.history):
+        for name, values in zip(self.monitor, zip(*self.history)):
             spread, latest = max(values) - min(values), abs(values[-1])
-            if not math.isfinite(spread) or spread > self.rel_tol * max(latest, 1e-12):
+            tolerance = self.abs_tol.get(name, self.rel_tol * max(latest, 1e-12))
+            if not math.isfinite(spread) or spread > tolerance:
                 return
         self.converged_step = trainer.global_step
         for logger in trainer.loggers:

@@ -162,8 +162,10 @@ class Members(pl.Callback):
             return
         step = logging_step(trainer)  # where Lightning puts a single run's metrics of this validation
         for k, view in enumerate(self.views):
-            if self.stopped_steps[k] is None:
-                view.callback_metrics = {name: values[k] for name, values in pl_module.member_metrics.items()}
+            if self.stopped_steps[k] is None:  # a member with no held-out pairs has no val/* (as a single run)
+                held_out = len(view.datamodule.val_indices) > 0
+                view.callback_metrics = {name: values[k] for name, values in pl_module.member_metrics.items()
+                                         if held_out or not name.startswith("val/")}
         self._call("on_validation_epoch_end", trainer, pl_module)
         self._call("on_validation_end", trainer, pl_module)
         for k, view in enumerate(self.views):

@@ -66,6 +66,8 @@ class PlateauDetector(pl.Callback):
         if trainer.sanity_checking:
             return
         metrics = trainer.callback_metrics
+        if "val/acc" not in metrics:  # no held-out set (training on every pair): nothing to watch
+            return
         self.observe(trainer.global_step, float(metrics.get("train/acc", 0.0)), float(metrics.get("val/acc", 0.0)),
                      trainer)
 

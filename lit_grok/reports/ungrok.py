@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections import defaultdict
 from pathlib import Path
 from statistics import mean
@@ -16,42 +17,72 @@ TAG = "ungrok/final_val_acc"  # the figure's TensorBoard tag
 
 
 def load(sweep_dir: Path) -> list[dict]:
-    rows = read_summary(sweep_dir, ("val/acc", "train/acc", "events/swap_step"))
+    """The sweep's runs with D' (the final training-set size, from a branch's train_size or a swap's new_size)
+    and the weight decay (the base config's when the sweep does not vary it)."""
+    rows = read_summary(sweep_dir, ("val/acc", "train/acc", "data/train_size", "step"))
     for row in rows:
-        row["D'"] = int(row["trainer.callbacks.init_args.new_size"])
-        row["wd"] = float(row["model.init_args.optimizer.init_args.weight_decay"])
+        row["D'"] = int(row["data/train_size"])
+        row["wd"] = float(row.get("model.init_args.optimizer.init_args.weight_decay") or _config_weight_decay(sweep_dir, row))
+        row["converged"] = row.get("converged") == "True"
     return rows
 
 
-def table(rows: list[dict]) -> dict[float, dict[int, list[float]]]:
-    """weight decay -> D' -> final val/acc of each seed."""
-    result: dict[float, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+def _config_weight_decay(sweep_dir: Path, row: dict) -> float:
+    """The weight decay a run was configured with, read from its config.yaml."""
+    import yaml
+
+    config = Path(sweep_dir) / row["run"] / "version_0" / "config.yaml"
+    if not config.is_file():
+        return math.nan
+
+    return float(yaml.safe_load(config.read_text())["model"]["init_args"]["optimizer"]["init_args"]["weight_decay"])
+
+
+# grid keys that are not a line of their own: D' (the x axis) and the seeds (points on a line)
+NOT_SERIES = ("train_size", "new_size", "data_seed", "seed_everything", "seed")
+
+
+def series(row: dict) -> str:
+    """The line a run belongs to: its weight decay and any other grid value than D' and seeds."""
+    others = [f"{key.split('.')[-1]}={value}" for key, value in row.items()
+              if "." in key and not key.startswith(("events/",)) and "/" not in key
+              and key.split(".")[-1] not in NOT_SERIES + ("weight_decay",)]
+    return ", ".join([f"weight decay {row['wd']:g}", *others])
+
+
+def table(rows: list[dict]) -> dict[str, dict[int, list[float]]]:
+    """line (weight decay, ...) -> D' -> final val/acc of each seed."""
+    result: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
     for row in rows:
-        result[row["wd"]][row["D'"]].append(row["val/acc"])
+        result[series(row)][row["D'"]].append(row["val/acc"])
     return result
 
 
 def report(sweep_dir: Path) -> dict:
-    """Writes ungrok.png and ungrok.json (mean final val/acc per weight decay and D') in the sweep folder."""
+    """Writes ungrok.png and ungrok.json (mean final val/acc per line and D') in the sweep folder."""
     plt = pyplot()
     sweep_dir = Path(sweep_dir)
     rows = load(sweep_dir)
-    by_wd = table(rows)
+    lines = table(rows)
     fig, ax = plt.subplots(figsize=(6.5, 4))
     summary = {}
-    for wd in sorted(by_wd):
-        sizes = sorted(by_wd[wd])
-        means = [mean(by_wd[wd][d]) for d in sizes]
-        summary[str(wd)] = dict(zip(sizes, means))
-        line, = ax.plot(sizes, means, "o-", label=f"weight decay {wd}")
+    for label in sorted(lines):
+        sizes = sorted(lines[label])
+        means = [mean(lines[label][d]) for d in sizes]
+        summary[label] = dict(zip(sizes, means))
+        line, = ax.plot(sizes, means, "o-", label=label)
         for d in sizes:
-            ax.scatter([d] * len(by_wd[wd][d]), by_wd[wd][d], color=line.get_color(), s=8, alpha=0.5)
-    ax.set(xscale="log", xlabel="D' (training pairs after the swap)", ylabel="final val/acc", ylim=(-0.02, 1.02))
-    ax.legend()
+            ax.scatter([d] * len(lines[label][d]), lines[label][d], color=line.get_color(), s=8, alpha=0.5)
+    unconverged = [r for r in rows if not r["converged"]]
+    if unconverged:  # open circles: stopped by the step cap, not by the convergence rule
+        ax.scatter([r["D'"] for r in unconverged], [r["val/acc"] for r in unconverged], s=60, facecolors="none",
+                   edgecolors="k", linewidths=0.8, label="not converged (step cap)")
+    ax.set(xscale="log", xlabel="D' (training pairs)", ylabel="final val/acc", ylim=(-0.02, 1.02))
+    ax.legend(fontsize=8)
     fig.tight_layout()
     save_figure(fig, sweep_dir, "ungrok.png", TAG)
     result = {"mean_final_val_acc": summary, "min_final_train_acc": min(r["train/acc"] for r in rows),
-              "runs_without_swap": [r["run"] for r in rows if r["events/swap_step"] < 0]}
+              "runs": len(rows), "not_converged": [r["run"] for r in unconverged]}
     (sweep_dir / "ungrok.json").write_text(json.dumps(result, indent=1))
     return result
 

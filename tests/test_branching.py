@@ -1,0 +1,179 @@
+"""The ungrokking protocol's pieces: training on every pair, branching runs from a checkpoint, convergence."""
+
+import subprocess
+import sys
+from functools import partial
+from pathlib import Path
+
+import pytest
+import pytorch_lightning as pl
+import torch
+
+from lit_grok import GrokkingModule, ModularArithmeticDataModule, Transformer
+from lit_grok.callbacks import (CircuitEfficiency, GrokEvents, PlateauDetector, StopOnConvergence,
+                                TrainingCurves)
+from lit_grok.cli import main
+from lit_grok.ensemble_module import EnsembleDataModule, EnsembleModule
+
+ROOT = Path(__file__).resolve().parents[1]
+NET = partial(Transformer, d_model=16, n_heads=2, d_mlp=32)
+
+
+def trainer(steps: int, callbacks=(), **kwargs) -> pl.Trainer:
+    kwargs = {"logger": False, "enable_checkpointing": False, **kwargs}
+    return pl.Trainer(max_steps=steps, max_epochs=-1, check_val_every_n_epoch=5, num_sanity_val_steps=0,
+                      enable_progress_bar=False, enable_model_summary=False, callbacks=list(callbacks), **kwargs)
+
+
+def pretrained(tmp_path: Path, steps: int = 20) -> Path:
+    """A tiny network trained on every pair of add mod 11, and its checkpoint."""
+    torch.manual_seed(0)
+    data = ModularArithmeticDataModule("add", 11, train_fraction=1.0)
+    model = GrokkingModule(data.vocab_size, data.n_classes, network=NET)
+    t = trainer(steps, default_root_dir=tmp_path, enable_checkpointing=True)
+    t.fit(model, data)
+    path = tmp_path / "pre.ckpt"
+    t.save_checkpoint(path)
+    return path
+
+
+def test_every_pair_trains_without_a_held_out_set_and_every_callback_copes():
+    data = ModularArithmeticDataModule("add", 11, train_fraction=1.0)
+    assert data.train_size == 121 and len(data.val_indices) == 0
+    assert ModularArithmeticDataModule("add", 11, train_size=121).train_size == 121
+    curves, events, plateaus = TrainingCurves(), GrokEvents(), PlateauDetector(min_steps=0)
+    stop = StopOnConvergence(window=2, rel_tol=10.0)  # converges at the second validation
+    model = GrokkingModule(data.vocab_size, data.n_classes, network=NET)
+    t = trainer(40, [CircuitEfficiency(), curves, events, plateaus, stop])
+    t.fit(model, data)
+    metrics = t.callback_metrics
+    assert not any(name.startswith("val/") or "_val" in name for name in metrics)
+    assert {"train/loss", "train/acc", "norm/params", "efficiency/train", "circuits/gen_fraction"} <= set(metrics)
+    assert metrics["data/train_size"] == 121
+    assert stop.converged_step == 10 and t.global_step == 10
+    assert curves.history["val/acc"] == [] and len(curves.history["train/acc"]) == 2
+    assert events.grokked_step is None and plateaus.memorised_step is None
+    assert curves.figure() is not None
+
+
+def test_an_ensemble_member_on_every_pair_has_no_val_metrics_and_the_others_do():
+    data = EnsembleDataModule("add", 11, train_sizes=[121, 60])
+    model = EnsembleModule(data.vocab_size, data.n_classes, data.n_members, d_model=16, n_heads=2, d_mlp=32)
+    from lit_grok.callbacks import Members
+    members = Members()
+    t = trainer(10, [members])
+    t.fit(model, data)
+    first, second = (view.callback_metrics for view in members.views)
+    assert "val/acc" not in first and "train/acc" in first
+    assert "val/acc" in second and 0 <= float(second["val/acc"]) <= 1
+    assert float(t.callback_metrics["members/val_acc"]) == pytest.approx(float(second["val/acc"]))
+    every = EnsembleDataModule("add", 11, train_sizes=[121, 121])
+    t = trainer(10, [Members()])
+    t.fit(EnsembleModule(every.vocab_size, every.n_classes, 2, d_model=16, n_heads=2, d_mlp=32), every)
+    assert "members/val_acc" not in t.callback_metrics and "members/train_acc" in t.callback_metrics
+
+
+def test_a_branch_starts_from_the_weights_with_a_fresh_step_and_optimiser(tmp_path):
+    path = pretrained(tmp_path)
+    saved = torch.load(path, weights_only=True)
+    data = ModularArithmeticDataModule("add", 11, train_size=40, data_seed=3)
+    branch = GrokkingModule(data.vocab_size, data.n_classes, network=NET, init_from=str(path),
+                            optimizer=partial(torch.optim.AdamW, lr=1e-3, weight_decay=2.0))
+    for name, value in branch.net.state_dict().items():
+        assert torch.equal(value, saved["state_dict"][f"net.{name}"])
+    optimizer = branch.configure_optimizers()
+    assert optimizer.state == {} and optimizer.param_groups[0]["weight_decay"] == 2.0
+    t = trainer(5)
+    t.fit(branch, data)
+    assert t.global_step == 5 and len(data.val_indices) == 121 - 40
+
+
+def test_a_branch_can_carry_the_optimiser_state_but_keeps_its_own_settings(tmp_path):
+    path = pretrained(tmp_path)
+    saved = torch.load(path, weights_only=True)["optimizer_states"][0]
+    data = ModularArithmeticDataModule("add", 11, train_size=40)
+    branch = GrokkingModule(data.vocab_size, data.n_classes, network=NET, init_from=str(path), init_optimizer=True,
+                            optimizer=partial(torch.optim.AdamW, lr=1e-3, betas=(0.9, 0.98), weight_decay=0.5))
+    optimizer = branch.configure_optimizers()
+    first = optimizer.state[optimizer.param_groups[0]["params"][0]]
+    assert torch.equal(first["exp_avg"], saved["state"][0]["exp_avg"]) and float(first["step"]) == 20
+    assert optimizer.param_groups[0]["weight_decay"] == 0.5 and saved["param_groups"][0]["weight_decay"] == 1.0
+    with pytest.raises(ValueError, match="init_optimizer needs init_from"):
+        GrokkingModule(data.vocab_size, data.n_classes, init_optimizer=True)
+
+
+def test_ensemble_members_branch_from_one_network(tmp_path):
+    path = pretrained(tmp_path)
+    saved = torch.load(path, weights_only=True)["state_dict"]
+    model = EnsembleModule(12, 11, 3, d_model=16, n_heads=2, d_mlp=32, init_from=str(path),
+                           weight_decay=[0.5, 1.0, 2.0])
+    for k in range(3):
+        member = model.member_net(k).state_dict()
+        assert all(torch.equal(member[name], saved[f"net.{name}"]) for name in member)
+    single = [GrokkingModule(12, 11, network=NET, init_from=str(path), init_optimizer=True)]
+    with pytest.raises(ValueError, match="init_optimizer needs single runs"):
+        EnsembleModule.from_modules(single * 2)
+
+
+def branch_args(tmp_path: Path, path: Path, *change: str) -> list[str]:
+    net = "--model.init_args.network.init_args."
+    return ["-c", str(ROOT / "configs/cpu/ungrok.yaml"), f"--model.init_args.init_from={path}",
+            "--data.init_args.modulus=11", f"{net}d_model=16", f"{net}n_heads=2", f"{net}d_mlp=32",
+            "--trainer.max_steps=1", f"--trainer.logger.init_args.save_dir={tmp_path}", *change]
+
+
+def test_a_missing_checkpoint_ends_in_one_line_from_the_command_line(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "lit_grok", "fit", *branch_args(tmp_path, tmp_path / "no.ckpt")],
+                            capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert f"init_from: no checkpoint at '{tmp_path / 'no.ckpt'}'." in result.stderr
+
+
+@pytest.mark.parametrize("change, message", [
+    ("--model.init_args.network.init_args.d_model=32", "differs from the config's: embed.weight is [12, 16] there"),
+    ("--data.init_args.operation=sub", "was trained with operation='add', but the config's data has operation='sub'"),
+])
+def test_a_branch_of_another_shape_or_task_is_one_parser_error(tmp_path, change, message, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(branch_args(tmp_path, pretrained(tmp_path, steps=5), change), run=False)
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and message in err and "Traceback" not in err
+
+
+def test_a_branch_from_the_command_line_is_a_new_run_at_step_zero(tmp_path):
+    path = pretrained(tmp_path)
+    net = "--model.init_args.network.init_args."
+    cli = main(["fit", "-c", str(ROOT / "configs/cpu/ungrok.yaml"), f"--model.init_args.init_from={path}",
+                "--data.init_args.modulus=11", "--data.init_args.train_size=30", f"{net}d_model=16",
+                f"{net}n_heads=2", f"{net}d_mlp=32", "--trainer.max_steps=10", "--trainer.check_val_every_n_epoch=5",
+                f"--trainer.logger.init_args.save_dir={tmp_path}", "--trainer.enable_progress_bar=false"])
+    assert cli.trainer.global_step == 10 and cli.datamodule.train_size == 30
+    assert Path(cli.trainer.log_dir).name == "version_0"
+    assert f"init_from: {path}" in (Path(cli.trainer.log_dir) / "config.yaml").read_text()  # reproducible
+
+
+def test_convergence_with_an_absolute_tolerance_and_a_minimum_step():
+    class Fake:
+        def __init__(self):
+            self.sanity_checking, self.loggers, self.should_stop = False, [], False
+            self.global_step, self.callback_metrics = 0, {}
+
+    def feed(stop, values):
+        fake = Fake()
+        for step, (acc, norm) in enumerate(values, 1):
+            fake.global_step, fake.callback_metrics = step * 10, {"val/acc": torch.tensor(acc),
+                                                                   "norm/params": torch.tensor(norm)}
+            stop.on_validation_end(fake, None)
+            if fake.should_stop:
+                return fake.global_step
+        return None
+
+    # an accuracy near 0 wobbling by one pair in a hundred: relative to 0.02 that is movement, absolutely not
+    values = [(0.02, 10.0), (0.03, 10.0), (0.02, 10.0), (0.03, 10.0), (0.02, 10.0)]
+    assert feed(StopOnConvergence(("val/acc", "norm/params"), rel_tol=1e-3, window=3), values) is None
+    assert feed(StopOnConvergence(("val/acc", "norm/params"), rel_tol=1e-3, window=3,
+                                  abs_tol={"val/acc": 0.011}), values) == 30
+    assert feed(StopOnConvergence(("val/acc", "norm/params"), rel_tol=1e-3, window=3,
+                                  abs_tol={"val/acc": 0.011}, min_steps=45), values) == 50
+    with pytest.raises(ValueError, match="not monitored"):
+        StopOnConvergence(("norm/params",), abs_tol={"val/acc": 0.01})
