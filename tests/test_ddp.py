@@ -51,10 +51,12 @@ def test_minibatches_are_exact_under_ddp():
         torch.testing.assert_close(p, q, **TOL)
 
 
-def test_dataset_swap_draws_the_same_subset_on_both_ranks():
-    one, m1 = fit(1, 81, [DatasetSwap(new_size=31, at_step=10)])
-    two, m2 = fit(2, 81, [DatasetSwap(new_size=31, at_step=10)])
+def test_dataset_swap_from_every_pair_draws_the_same_subset_on_both_ranks():
+    # the ungrokking protocol: no held-out set until the swap makes the removed pairs the validation set
+    one, m1 = fit(1, 169, [DatasetSwap(new_size=31, at_step=10), CircuitEfficiency()])
+    two, m2 = fit(2, 169, [DatasetSwap(new_size=31, at_step=10), CircuitEfficiency()])
     assert m2["data/train_size"] == m1["data/train_size"] == 31
+    assert m2["val/acc"] == pytest.approx(m1["val/acc"], abs=1e-6)
     for p, q in zip(one.parameters(), two.parameters()):
         torch.testing.assert_close(p, q, **TOL)
 
