@@ -247,3 +247,29 @@ def test_an_interrupted_ensemble_resumes_from_its_checkpoint_when_the_sweep_runs
         assert other["step"] == one["step"] == "40"
         assert float(other["val/loss"]) == pytest.approx(float(one["val/loss"]), rel=1e-6)
         assert float(other["norm/params"]) == pytest.approx(float(one["norm/params"]), rel=1e-6)
+
+
+def test_a_resumed_ensemble_keeps_the_results_of_a_member_that_had_stopped(tmp_path):
+    """Issue 17, bug 1: member 0 stops at step 20, the run is checkpointed at 30 and resumed to 40; member 0's
+    result must still carry its final metrics (they are never measured again)."""
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    def run(steps, ckpt_path=None):
+        members = Members([[StopAt(20)], [StopAt(1000)]])
+        checkpoint = ModelCheckpoint(dirpath=tmp_path, save_last=True, every_n_train_steps=30)
+        data = EnsembleDataModule.from_datamodules(
+            [ModularArithmeticDataModule("add", 13, train_size=60, data_seed=s) for s in (0, 5)])
+        torch.manual_seed(0)
+        modules = [GrokkingModule(data.vocab_size, data.n_classes, network=partial(Transformer, **NET)) for _ in (0, 1)]
+        trainer = pl.Trainer(max_steps=steps, callbacks=[members, checkpoint], logger=False,
+                             **{**TRAINER, "enable_checkpointing": True})
+        trainer.fit(EnsembleModule.from_modules(modules), data, ckpt_path=ckpt_path)
+        return members.results(trainer)
+
+    whole = run(40)
+    run(30)
+    resumed = run(40, str(tmp_path / "last.ckpt"))
+    (metrics, step), (whole_metrics, whole_step) = resumed[0], whole[0]
+    assert step == whole_step == 20
+    assert {"val/acc", "train/loss", "norm/params"} <= set(metrics)
+    assert metrics["norm/params"] == pytest.approx(whole_metrics["norm/params"], rel=1e-6)

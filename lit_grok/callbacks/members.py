@@ -101,6 +101,7 @@ class Members(pl.Callback):
         self.views: list[MemberTrainer] = []
         self.stopped_steps: list[Optional[int]] = []
         self._nets: dict[int, torch.nn.Module] = {}  # standalone copies of the members, for callbacks
+        self._saved_metrics: list[dict[str, float]] = []  # from a checkpoint, until the views exist
 
     def share(self, callbacks: list[pl.Callback], n_members: int) -> None:
         """Gives every member its own copy of each of ``callbacks``."""
@@ -137,6 +138,7 @@ class Members(pl.Callback):
                       for i, d in enumerate(dirs)]
         if len(self.stopped_steps) != k:
             self.stopped_steps = [None] * k
+        self._restore_metrics()
 
     def _call(self, hook: str, trainer: pl.Trainer, pl_module: pl.LightningModule, running_only: bool = True) -> None:
         for k, view in enumerate(self.views):
@@ -197,11 +199,20 @@ class Members(pl.Callback):
                 for view, stopped in zip(self.views, self.stopped_steps)]
 
     def state_dict(self) -> dict[str, Any]:
+        # a stopped member is never measured again: its last metrics are its result, so they are saved
         return {"stopped_steps": self.stopped_steps,
-                "callbacks": [[c.state_dict() for c in mine] for mine in self.callbacks or []]}
+                "callbacks": [[c.state_dict() for c in mine] for mine in self.callbacks or []],
+                "metrics": [{name: float(v) for name, v in view.callback_metrics.items()} for view in self.views]}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.stopped_steps = state_dict["stopped_steps"]
         for mine, states in zip(self.callbacks or [], state_dict["callbacks"]):
             for callback, state in zip(mine, states):
                 callback.load_state_dict(state)
+        self._saved_metrics = state_dict.get("metrics", [])
+        self._restore_metrics()
+
+    def _restore_metrics(self) -> None:
+        """Puts the checkpoint's member metrics back into the views (built in setup, before or after loading)."""
+        for view, metrics in zip(self.views, self._saved_metrics):
+            view.callback_metrics = {name: torch.tensor(value) for name, value in metrics.items()}
