@@ -1,4 +1,5 @@
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -7,9 +8,28 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def _tree_status() -> str:
+    """What git sees changed or added in the working tree (ignored paths such as logs/ left out)."""
+    result = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all"], cwd=ROOT,
+                            capture_output=True, text=True)
+    return result.stdout if result.returncode == 0 else ""
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _clean_tree():
+    """The suite writes only under temporary folders: it fails if it leaves a file in the working tree."""
+    before = set(_tree_status().splitlines())
+    yield
+    added = sorted(set(_tree_status().splitlines()) - before)
+    if added:
+        pytest.fail(f"the test suite changed the working tree: {added}")
+
+
 @pytest.fixture(autouse=True)
-def _hermetic(monkeypatch):
-    """Each test starts from the same global state: one thread, no leaked seed, deterministic off."""
+def _hermetic(monkeypatch, tmp_path):
+    """Each test starts from the same global state: one thread, no leaked seed, deterministic off, and a
+    temporary folder as the working directory (Lightning writes to it when a run has no logger)."""
+    monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("PL_GLOBAL_SEED", raising=False)
     monkeypatch.setattr("sys.argv", ["lit-grok"])  # the CLI is driven by args=[...], not pytest's argv
     threads = torch.get_num_threads()
