@@ -95,3 +95,25 @@ def test_a_bad_sweep_file_ends_with_one_line(tmp_path, capsys):
     (tmp_path / "bad.yaml").write_text("base: nope.yaml\nname: x\ngrids:\n  - a: [1]\n")
     with pytest.raises(SystemExit, match="error: base config 'nope.yaml' does not exist."):
         main(["--config", str(tmp_path / "bad.yaml")])
+
+
+def test_figures_leave_the_global_matplotlib_backend_alone(tmp_path):
+    """A notebook's backend must survive importing lit_grok and drawing its figures (no matplotlib.use)."""
+    import matplotlib
+
+    from lit_grok.callbacks import TrainingCurves
+    from lit_grok.reports import new_figure, save_figure
+
+    before = matplotlib.get_backend()
+    matplotlib.use("svg")
+    try:
+        curves = TrainingCurves()
+        curves.history["train/acc"] = [(1, 0.5), (10, 1.0)]
+        curves.figure().savefig(tmp_path / "curves.png")
+        fig, ax = new_figure((3, 2))
+        ax.plot([1, 2], [3, 4])
+        save_figure(fig, tmp_path, "report.png", "report/tag")
+        assert matplotlib.get_backend() == "svg"
+        assert (tmp_path / "curves.png").stat().st_size > 1000 and (tmp_path / "report.png").exists()
+    finally:
+        matplotlib.use(before)

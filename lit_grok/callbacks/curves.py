@@ -39,18 +39,13 @@ class TrainingCurves(pl.Callback):
         for logger in trainer.loggers:
             if isinstance(logger, TensorBoardLogger):
                 logger.experiment.add_figure("curves", fig, global_step=trainer.global_step, close=False)
-        import matplotlib.pyplot as plt
-
-        plt.close(fig)
 
     def figure(self):
         """Accuracy (left) and loss (right) against step; step 0 is drawn at 1 on the log axis."""
-        import matplotlib
+        from matplotlib.figure import Figure  # not pyplot: the global backend (a notebook's) is left alone
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        fig, (acc_ax, loss_ax) = plt.subplots(1, 2, figsize=(11, 4))
+        fig = Figure(figsize=(11, 4))
+        acc_ax, loss_ax = fig.subplots(1, 2)
         for ax, stat in ((acc_ax, "acc"), (loss_ax, "loss")):
             for split, color in (("train", "tab:blue"), ("val", "tab:red")):
                 points = self.history[f"{split}/{stat}"]

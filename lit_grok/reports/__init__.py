@@ -26,14 +26,13 @@ def main(report: Callable[[Path], dict]) -> None:
     print(json.dumps(report(Path(sys.argv[1])), indent=1))
 
 
-def pyplot():
-    """matplotlib's pyplot on the file-only Agg backend (no display needed)."""
-    import matplotlib
+def new_figure(figsize: tuple[float, float]):
+    """A matplotlib Figure with one Axes, drawn off-screen: no pyplot, so the global backend (a notebook's,
+    say) is left alone."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots()
 
 
 def save_figure(fig, sweep_dir: Path, filename: str, tag: str) -> None:
@@ -42,4 +41,4 @@ def save_figure(fig, sweep_dir: Path, filename: str, tag: str) -> None:
 
     fig.savefig(Path(sweep_dir) / filename, dpi=120)
     with SummaryWriter(str(Path(sweep_dir) / "report")) as writer:
-        writer.add_figure(tag, fig)
+        writer.add_figure(tag, fig, close=False)

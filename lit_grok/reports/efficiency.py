@@ -21,7 +21,9 @@ from pathlib import Path
 from statistics import mean, pstdev
 from typing import Optional
 
-from lit_grok.reports import main, pyplot, read_summary, save_figure
+import matplotlib
+
+from lit_grok.reports import main, new_figure, read_summary, save_figure
 
 GEN_FRACTION = 0.95  # the paper's criterion for a C_gen-only network
 
@@ -96,10 +98,9 @@ def estimate(rows: list[dict], seed: Optional[int] = None, log_ref: Optional[flo
 
 
 def figure(all_curves: dict[tuple[str, int], Curve], log_ref: float, result: dict):
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = new_figure((7, 4.5))
     mem_sizes = sorted(d for kind, d in all_curves if kind == "mem")
-    cmap = plt.get_cmap("viridis")
+    cmap = matplotlib.colormaps["viridis"]
     for i, d in enumerate(mem_sizes):
         xs, ys = zip(*all_curves[("mem", d)])
         ax.plot([10**x for x in xs], ys, "o-", color=cmap(i / max(1, len(mem_sizes) - 1)), label=f"C_mem, D={d}")

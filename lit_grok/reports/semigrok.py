@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from lit_grok.reports import main, pyplot, read_summary, save_figure
+from lit_grok.reports import main, new_figure, read_summary, save_figure
 
 TAG = "semigrok/val_acc"  # the figure's TensorBoard tag
 
@@ -23,10 +23,9 @@ def load(sweep_dir: Path) -> list[dict]:
 
 def report(sweep_dir: Path) -> dict:
     """Writes semigrok.png and semigrok.json (every run's final and plateau accuracy) in the sweep folder."""
-    plt = pyplot()
     sweep_dir = Path(sweep_dir)
     rows = sorted(load(sweep_dir), key=lambda r: (r["D"], r["run"]))
-    fig, ax = plt.subplots(figsize=(6.5, 4))
+    fig, ax = new_figure((6.5, 4))
     ax.scatter([r["D"] for r in rows], [r["val/acc"] for r in rows], label="final val/acc")
     plateaus = [r for r in rows if r["plateaus"] > 0]
     ax.scatter([r["D"] for r in plateaus], [r["events/plateau_level"] for r in plateaus], marker="x", s=60,

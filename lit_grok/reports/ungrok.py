@@ -11,7 +11,7 @@ from collections import defaultdict
 from pathlib import Path
 from statistics import mean
 
-from lit_grok.reports import main, pyplot, read_summary, save_figure
+from lit_grok.reports import main, new_figure, read_summary, save_figure
 
 TAG = "ungrok/final_val_acc"  # the figure's TensorBoard tag
 
@@ -60,11 +60,10 @@ def table(rows: list[dict]) -> dict[str, dict[int, list[float]]]:
 
 def report(sweep_dir: Path) -> dict:
     """Writes ungrok.png and ungrok.json (mean final val/acc per line and D') in the sweep folder."""
-    plt = pyplot()
     sweep_dir = Path(sweep_dir)
     rows = load(sweep_dir)
     lines = table(rows)
-    fig, ax = plt.subplots(figsize=(6.5, 4))
+    fig, ax = new_figure((6.5, 4))
     summary = {}
     for label in sorted(lines):
         sizes = sorted(lines[label])
