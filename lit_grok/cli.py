@@ -12,7 +12,7 @@ from pytorch_lightning.callbacks.progress import ProgressBar
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from pytorch_lightning.loggers import TensorBoardLogger
 
-from lit_grok.callbacks import StepProgressBar, TrainingCurves
+from lit_grok.callbacks import Diverged, StepProgressBar, StopOnDivergence, TrainingCurves
 from lit_grok.callbacks.members import Members, per_member
 
 # Trainer defaults for one-step epochs (full batch): validate every 100 steps rather than every step,
@@ -77,7 +77,7 @@ class GrokCLI(LightningCLI):
         Lightning's own defaults assume long epochs: its ModelCheckpoint saves every epoch (here: every
         step) and its progress bar restarts every epoch. Unless the config lists its own, the run gets a
         ``ModelCheckpoint`` every 1000 steps plus ``last`` (also on Ctrl-C), a ``StepProgressBar`` over the
-        whole run, and ``TrainingCurves``.
+        whole run, ``TrainingCurves`` and ``StopOnDivergence``.
         """
         config = self._get(self.config_init, "trainer", default={})
         callbacks = list(config.get("callbacks") or [])
@@ -90,6 +90,8 @@ class GrokCLI(LightningCLI):
             callbacks.append(StepProgressBar())
         if not _has(callbacks, TrainingCurves):
             callbacks.append(TrainingCurves())
+        if not _has(callbacks, StopOnDivergence):
+            callbacks.append(StopOnDivergence())
         n_members = getattr(self.datamodule, "n_members", None)
         if n_members is not None:  # an ensemble: the single-run callbacks go to each member
             members = next((c for c in callbacks if isinstance(c, Members)), None) or Members()
@@ -129,6 +131,14 @@ def main(args: Optional[Union[list[str], dict[str, Any]]] = None, run: bool = Tr
 
         sweep_main(argv[1:])
         return None  # type: ignore[return-value]
+    try:
+        return build(args, run)
+    except Diverged as error:  # one line and a non-zero exit, not a traceback
+        sys.exit(f"error: {error}")
+
+
+def build(args: Optional[Union[list[str], dict[str, Any]]] = None, run: bool = True) -> GrokCLI:
+    """The CLI for ``args`` (and the fit it runs when ``run``); errors propagate, for callers such as sweeps."""
     return GrokCLI(args=args, run=run, **CLI_KWARGS)
 
 

@@ -72,16 +72,24 @@ def _args(base: str, overrides: dict[str, Any], log_dir: Path) -> list[str]:
 
 
 def _cli(args: list[str], run: bool):
-    from lit_grok.cli import main
+    from lit_grok.cli import build
 
     with patch.object(sys, "argv", sys.argv[:1]):  # the run is described by args alone
-        return main(["fit", *args] if run else args, run=run)
+        return build(["fit", *args] if run else args, run=run)
 
 
 def execute(base: str, overrides: dict[str, Any], log_dir: Path) -> dict[str, Any]:
-    """Runs one fit in this process and returns its final metrics, events and step."""
+    """Runs one fit in this process and returns its final metrics, events and step; a run that diverges is
+    recorded as such (``diverged``, ``error``) and the sweep goes on."""
+    from lit_grok.callbacks import Diverged
+
     start = time.monotonic()
-    cli = _cli(_args(base, overrides, log_dir), run=True)
+    try:
+        cli = _cli(_args(base, overrides, log_dir), run=True)
+    except Diverged as error:
+        print(f"error: {error}", file=sys.stderr, flush=True)
+        return {"step": error.step, "seconds": round(time.monotonic() - start, 2), "diverged": True,
+                "events/diverged_step": error.step, "error": str(error)}
     result: dict[str, Any] = {k: float(v) for k, v in sorted(cli.trainer.callback_metrics.items())}
     result["step"] = cli.trainer.global_step
     result["seconds"] = round(time.monotonic() - start, 2)

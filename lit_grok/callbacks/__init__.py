@@ -3,10 +3,12 @@
 from lit_grok.callbacks.convergence import StopOnConvergence
 from lit_grok.callbacks.curves import TrainingCurves
 from lit_grok.callbacks.dataset_swap import DatasetSwap
+from lit_grok.callbacks.divergence import Diverged, StopOnDivergence
 from lit_grok.callbacks.efficiency import CircuitEfficiency
 from lit_grok.callbacks.grok_events import GrokEvents
 from lit_grok.callbacks.members import Members
 from lit_grok.callbacks.plateaus import PlateauDetector
 from lit_grok.callbacks.progress import StepProgressBar
 
-__all__ = ["CircuitEfficiency", "DatasetSwap", "GrokEvents", "Members", "PlateauDetector", "StepProgressBar", "StopOnConvergence", "TrainingCurves"]
+__all__ = ["CircuitEfficiency", "DatasetSwap", "Diverged", "GrokEvents", "Members", "PlateauDetector", "StepProgressBar",
+           "StopOnConvergence", "StopOnDivergence", "TrainingCurves"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Any
 
@@ -48,7 +49,7 @@ class TrainingCurves(pl.Callback):
         acc_ax, loss_ax = fig.subplots(1, 2)
         for ax, stat in ((acc_ax, "acc"), (loss_ax, "loss")):
             for split, color in (("train", "tab:blue"), ("val", "tab:red")):
-                points = self.history[f"{split}/{stat}"]
+                points = [(s, v) for s, v in self.history[f"{split}/{stat}"] if math.isfinite(v)]  # not a NaN
                 if points:
                     steps, values = zip(*points)
                     ax.plot([max(s, 1) for s in steps], values, color=color, label=split)

@@ -28,6 +28,8 @@ class MemberTrainer:
     loggers and folder, and its own ``should_stop``; anything else (``global_step``, ``fit_loop``, ...) is
     the ensemble Trainer's."""
 
+    is_member = True  # a callback that would end a run (StopOnDivergence) stops the member instead
+
     def __init__(self, trainer: pl.Trainer, datamodule: pl.LightningDataModule, loggers: list,
                  log_dir: Optional[str]) -> None:
         self._trainer = trainer

@@ -1,0 +1,77 @@
+"""Divergence: a run whose loss or parameters become non-finite stops at once, with one line, and its last good
+checkpoint is never overwritten by non-finite weights."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Optional
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import ModelCheckpoint
+
+WATCHED = ("train/loss", "norm/params", "val/loss")
+
+
+class Diverged(RuntimeError):
+    """A run's loss or parameters became non-finite; the message says where and what to try."""
+
+    def __init__(self, message: str, step: int) -> None:
+        super().__init__(message)
+        self.step = step
+
+
+class StopOnDivergence(pl.Callback):
+    """Checks the training loss and the parameter norm at every validation (already measured: no extra host
+    sync between validations) and, before any checkpoint is written between validations, that every
+    parameter is finite (one sync per checkpoint). A single run then raises ``Diverged`` (the CLI prints its
+    message and exits with status 1; a sweep records the run as diverged); an ensemble member stops and is
+    frozen while the others go on. Checkpoints are not written after the divergence, so the last one on
+    disk holds finite weights. The CLI adds it to every run.
+    """
+
+    def __init__(self) -> None:
+        self.diverged_step: Optional[int] = None
+        self.what: str = ""
+
+    def summary(self) -> dict[str, Any]:
+        """For a sweep's result row."""
+        return {"diverged": self.diverged_step is not None,
+                "events/diverged_step": -1 if self.diverged_step is None else self.diverged_step}
+
+    def _stop(self, trainer: pl.Trainer, step: int, what: str) -> None:
+        self.diverged_step, self.what = step, what
+        trainer.should_stop = True
+        if not getattr(trainer, "is_member", False):  # a member is frozen by Members; a run ends here
+            raise Diverged(f"training diverged at step {step}: {what}. Try a lower learning rate "
+                           f"(model.init_args.optimizer.init_args.lr) or a float64 loss (loss_dtype); the last "
+                           f"checkpoint written before step {step} holds finite weights.", step)
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking or self.diverged_step is not None:
+            return
+        bad = [f"{name} is {float(trainer.callback_metrics[name])}" for name in WATCHED
+               if name in trainer.callback_metrics and not math.isfinite(float(trainer.callback_metrics[name]))]
+        if bad:
+            self._stop(trainer, trainer.global_step, ", ".join(bad))
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
+        step = trainer.global_step
+        saving = any(isinstance(c, ModelCheckpoint) and c._every_n_train_steps > 0 and step % c._every_n_train_steps == 0
+                     for c in trainer.checkpoint_callbacks)
+        if saving and self.diverged_step is None:
+            finite = torch.stack([torch.isfinite(p).all() for p in pl_module.parameters()]).all()
+            if not bool(finite):
+                self._stop(trainer, step, "a parameter is not finite")
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        if isinstance(exception, Diverged):  # the weights are not finite: keep the last checkpoint on disk
+            for callback in trainer.checkpoint_callbacks:
+                if isinstance(callback, ModelCheckpoint):
+                    callback.save_on_exception = False
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"diverged_step": self.diverged_step, "what": self.what}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.diverged_step, self.what = state_dict["diverged_step"], state_dict["what"]
