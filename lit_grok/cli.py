@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import re
 import sys
 import warnings
-from typing import Any, Optional, Union
+from typing import Any, NoReturn, Optional, Union
 
 from pytorch_lightning import LightningDataModule, LightningModule, Trainer
 from pytorch_lightning.callbacks import ModelCheckpoint
@@ -38,6 +40,61 @@ def quiet_lightning_warnings() -> None:
         warnings.filterwarnings("ignore", message=message)
 
 
+# the lines of a jsonargparse union report that frame the reason rather than give it
+NOT_A_REASON = ("Does not validate", "Errors:", "Given value", "Expected a <class 'NoneType'>")
+
+
+def one_line(message: str, sections: Optional[dict[str, str]] = None) -> str:
+    """jsonargparse's report of a bad value, cut to the line that says what is wrong, prefixed by its key.
+
+    A value inside ``data`` or ``model`` fails as a "Union" of the class and None: the report nests the real
+    error (ours, or "Expected a <class 'int'>") among "Expected a <class 'NoneType'>" lines and the whole
+    Namespace. ``sections`` maps a class path to its config key, for errors raised when classes are built.
+    """
+    if "Does not validate against any of the Union subtypes" not in message:
+        return message
+    keys: list[tuple[int, str]] = []
+    leaf, path, allowed, given, subtypes = None, [], "", "", ""
+    for line in message.splitlines():
+        indent, text = len(line) - len(line.lstrip()), line.strip()
+        keys = [(i, k) for i, k in keys if i < indent]
+        if match := re.match(r'Parser key "([^"]+)":', text):
+            keys.append((indent, match.group(1)))
+        elif text.startswith("- Problem with given class_path"):
+            keys.append((indent, "init_args"))
+        elif text.startswith("Subtypes:") and leaf is None:
+            subtypes = text
+        elif leaf is None and not text.removeprefix("- ").startswith(NOT_A_REASON):
+            leaf, path = text.removeprefix("- ").rstrip(":"), [k for _, k in keys]
+            allowed = " or ".join(re.findall(r"<class '(?:[\w.]+\.)?(\w+)'>", subtypes)).replace("NoneType", "null")
+        elif leaf is not None and text.startswith("Given value:") and not given:
+            given = text.removeprefix("Given value:").strip()
+    if leaf is None:
+        return message
+    if not path and (match := re.search(r"class_path='([^']+)'", message)):
+        path = [(sections or {}).get(match.group(1), match.group(1))]
+    if match := re.fullmatch(r"Expected a <class '(?:[\w.]+\.)?(\w+)'>\. Got value: (.*)", leaf):
+        what = f"expected {match.group(1)}, got {match.group(2)!r}"
+    elif re.fullmatch(r"Expected a <class '[\w.]+'>", leaf) and allowed:
+        what = f"expected {allowed}, got {given!r}"
+    else:
+        what = leaf
+    return f"{'.'.join(path)}: {what}" if path else what
+
+
+class OneLineParser(LightningArgumentParser):
+    """Reports a bad value as one line (``error: data.init_args.modulus: expected int or null, got 'abc'``)
+    instead of the usage text and jsonargparse's nested union report."""
+
+    sections: dict[str, str] = {}
+
+    def error(self, message: str, ex: Optional[Exception] = None) -> NoReturn:
+        if not self.exit_on_error or os.environ.get("JSONARGPARSE_DEBUG"):  # an inner parser, or debugging
+            super().error(message, ex)
+        sys.stderr.write(f"error: {one_line(message, self.sections)}\n")
+        self.exit(2)
+
+
 class SaveConfigToTensorBoard(SaveConfigCallback):
     """Writes the resolved config to ``config.yaml`` in the run's folder and as text in TensorBoard."""
 
@@ -69,7 +126,10 @@ class GrokCLI(LightningCLI):
                 if hasattr(part, "check_data") and self.datamodule is not None:
                     part.check_data(self.datamodule)
         except ValueError as error:
-            self.parser.error(str(error))
+            config = self.config.get(str(self.subcommand), self.config) if self.subcommand else self.config
+            sections = {str(config.get(f"{key}.class_path")): key for key in ("model", "data")
+                        if config.get(f"{key}.class_path") is not None}
+            self.parser.error(one_line(str(error), sections))
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         """Adds the one-step-epoch defaults a config left out.
@@ -80,6 +140,7 @@ class GrokCLI(LightningCLI):
         whole run, ``TrainingCurves`` and ``StopOnDivergence``.
         """
         config = self._get(self.config_init, "trainer", default={})
+        check_trainer(config)
         callbacks = list(config.get("callbacks") or [])
         for flag, kind in (("enable_checkpointing", ModelCheckpoint), ("enable_progress_bar", ProgressBar)):
             if config.get(flag) is False:  # `--trainer.enable_progress_bar=false` works on any config
@@ -100,6 +161,16 @@ class GrokCLI(LightningCLI):
         return super().instantiate_trainer(**{**kwargs, "callbacks": callbacks})
 
 
+def check_trainer(config: dict[str, Any]) -> None:
+    """Trainer settings that Lightning would accept and then fail on deep inside a loop (or ignore)."""
+    max_steps = config.get("max_steps")
+    if max_steps is not None and max_steps != -1 and max_steps < 1:
+        raise ValueError(f"trainer.max_steps must be -1 (no limit) or >= 1, got {max_steps}.")
+    every = config.get("check_val_every_n_epoch")
+    if every is not None and every < 1:
+        raise ValueError(f"trainer.check_val_every_n_epoch must be >= 1 (steps between validations), got {every}.")
+
+
 def _has(callbacks: list, kind: type) -> bool:
     return any(isinstance(c, kind) for c in callbacks)
 
@@ -112,6 +183,7 @@ CLI_KWARGS: dict[str, Any] = dict(
     seed_everything_default=0,
     trainer_defaults=TRAINER_DEFAULTS,
     save_config_callback=SaveConfigToTensorBoard,
+    parser_class=OneLineParser,
     save_config_kwargs={"overwrite": True},
     auto_configure_optimizers=False,
     parser_kwargs={"description": "lit_grok: grokking through circuit efficiency. Subcommands train, validate "

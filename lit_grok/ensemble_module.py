@@ -169,6 +169,10 @@ class EnsembleModule(pl.LightningModule):
             if checkpoint is not None:
                 branching.load_network(members[-1], branching.network_state(checkpoint, init_from), init_from)
         lrs, decays = _per_member(lr, n_members, "lr"), _per_member(weight_decay, n_members, "weight_decay")
+        if any(not r > 0 for r in lrs) or any(not w >= 0 for w in decays):
+            raise ValueError(f"every member needs lr > 0 and weight_decay >= 0, got lr={lrs}, weight_decay={decays}.")
+        if not all(0 <= b < 1 for b in betas):
+            raise ValueError(f"betas must lie in [0, 1), got {list(betas)}.")
         shape = dict(n_layers=n_layers, d_model=d_model, n_heads=n_heads, d_mlp=d_mlp)
         self._setup(EnsembleTransformer(members), lrs, decays, loss_dtype,
                     [dict(seed=s, **shape, lr=r, weight_decay=w, betas=betas, eps=eps) for s, r, w in zip(seeds, lrs, decays)])

@@ -41,6 +41,14 @@ def parameter_norm(module: nn.Module) -> Tensor:
     return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p) for p in module.parameters()]))
 
 
+def check_optimizer(optimizer: torch.optim.Optimizer) -> None:
+    """Settings torch accepts but that cannot train: a learning rate of 0 or below."""
+    for group in optimizer.param_groups:
+        lr = float(group.get("lr", 1.0))
+        if not lr > 0:
+            raise ValueError(f"lr must be > 0, got {lr}.")
+
+
 class GrokkingModule(pl.LightningModule):
     """Trains a network on (a, b, =) -> answer with full-batch AdamW, and measures train/val loss and accuracy.
 
@@ -90,6 +98,10 @@ class GrokkingModule(pl.LightningModule):
                 self._init_optimizer_state = checkpoint["optimizer_states"][0]
         self.init_from, self.init_optimizer = init_from, init_optimizer
         self.make_optimizer = optimizer or paper_adamw
+        try:  # bad settings fail when the config is built, not deep inside fit
+            check_optimizer(self.make_optimizer(self.net.parameters()))
+        except ValueError as error:
+            raise ValueError(f"optimizer: {error}") from None
         self.warmup_steps = warmup_steps
         self.loss_dtype = getattr(torch, loss_dtype)
         self.eval_metrics = nn.ModuleDict(

@@ -1,0 +1,42 @@
+"""Bad input, end to end through ``python -m lit_grok fit``: exit status 2, one line naming the key, no traceback."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+OPT = "--model.init_args.optimizer.init_args."
+
+# (override, the line the user must see after "error: ")
+BAD = [
+    (f"{OPT}lr=0", "model: optimizer: lr must be > 0, got 0.0."),
+    (f"{OPT}lr=-1", "model: optimizer: Invalid learning rate: -1.0"),
+    (f"{OPT}weight_decay=-0.5", "model: optimizer: Invalid weight_decay value: -0.5"),
+    (f"{OPT}betas=[1.5,0.98]", "model: optimizer: Invalid beta parameter at index 0: 1.5"),
+    ("--trainer.max_steps=-5", "trainer.max_steps must be -1 (no limit) or >= 1, got -5."),
+    ("--trainer.max_steps=0", "trainer.max_steps must be -1 (no limit) or >= 1, got 0."),
+    ("--trainer.check_val_every_n_epoch=0", "trainer.check_val_every_n_epoch must be >= 1"),
+    ("--data.init_args.modulus=abc", "data.init_args.modulus: expected int or null, got 'abc'"),
+    ("--data.init_args.modulus=1", "data: modulus must be >= 2"),
+    ("--data.init_args.batch_size=-2", "data: batch_size must be a positive integer or null (full batch), got -2."),
+    ("--data.init_args.train_fraction=1.5", "data: train_fraction must lie in (0, 1], got 1.5."),
+    ("--data.init_args.operation=pow", "data: unknown operation 'pow'; valid operations are: add"),
+    ("--model.init_args.warmup_steps=x", "model.init_args.warmup_steps: expected int, got 'x'"),
+    ("--model.init_args.warmup_steps=-3", "model: warmup_steps must be >= 0, got -3."),
+    ("--trainer.max_stepz=3", "unrecognized arguments: --trainer.max_stepz=3"),
+]
+
+
+def test_bad_values_end_in_one_line_naming_the_key(tmp_path):
+    runs = [subprocess.Popen([sys.executable, "-m", "lit_grok", "fit", "-c", str(ROOT / "configs/cpu/grok.yaml"),
+                              override, f"--trainer.logger.init_args.save_dir={tmp_path}"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+                             env={**os.environ, "OMP_NUM_THREADS": "1"})
+            for override, _ in BAD]
+    for (override, expected), run in zip(BAD, runs):
+        _, err = run.communicate(timeout=240)
+        lines = [line for line in err.splitlines() if line.strip() and not line.startswith("Seed set")]
+        assert run.returncode == 2, (override, err)
+        assert "Traceback" not in err and len(lines) == 1, (override, err)
+        assert lines[0].startswith(f"error: {expected}"), (override, lines[0])
