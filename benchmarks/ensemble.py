@@ -24,7 +24,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for benchmarks.throughput
 from benchmarks.throughput import WARMUP, _Clock, lit_grok_steps_per_s
 from lit_grok import ModularArithmeticDataModule
-from lit_grok.cli import quiet_lightning_warnings
+from lit_grok.runs import quiet_lightning_warnings
 from lit_grok.ensemble_module import EnsembleDataModule, EnsembleModule
 
 

@@ -31,7 +31,8 @@ def main() -> None:
     from benchmarks.throughput import lit_grok_steps_per_s, plain_steps_per_s  # same two paths as on CPU
     from lit_grok import ModularArithmeticDataModule
     from lit_grok.callbacks import GrokEvents
-    from lit_grok.cli import main as cli_main, quiet_lightning_warnings
+    from lit_grok.cli import main as cli_main
+    from lit_grok.runs import quiet_lightning_warnings
 
     quiet_lightning_warnings()
     rows = [("device", torch.cuda.get_device_name(0)), ("torch / lightning", f"{torch.__version__} / {pl.__version__}"),

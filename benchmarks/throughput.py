@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from lit_grok import GrokkingModule, ModularArithmeticDataModule, Transformer
-from lit_grok.cli import quiet_lightning_warnings
+from lit_grok.runs import quiet_lightning_warnings
 
 WARMUP = 5
 

@@ -1,194 +1,14 @@
-"""The command line: ``python -m lit_grok fit|validate|test --config configs/....yaml``."""
+"""The command line: ``python -m lit_grok fit|validate|test --config CONFIG.yaml`` runs one run,
+``python -m lit_grok sweep --config SWEEP.yaml`` a sweep."""
 
 from __future__ import annotations
 
-import os
-import re
 import sys
-import warnings
-from typing import Any, NoReturn, Optional, Union
+from typing import Any, Optional, Union
 
-from pytorch_lightning import LightningDataModule, LightningModule, Trainer
-from pytorch_lightning.callbacks import ModelCheckpoint
-from pytorch_lightning.callbacks.progress import ProgressBar
-from pytorch_lightning.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
-from pytorch_lightning.loggers import TensorBoardLogger
-
-from lit_grok.callbacks import Diverged, StepProgressBar, StopOnDivergence, TrainingCurves
-from lit_grok.callbacks.members import Members, per_member
-
-# Trainer defaults for one-step epochs (full batch): validate every 100 steps rather than every step,
-# no sanity check, stop on max_steps alone, and TensorBoard under logs/<experiment>/version_N/.
-TRAINER_DEFAULTS: dict[str, Any] = {
-    "max_epochs": -1,
-    "check_val_every_n_epoch": 100,
-    "num_sanity_val_steps": 0,
-    "logger": {
-        "class_path": "pytorch_lightning.loggers.TensorBoardLogger",
-        "init_args": {"save_dir": "logs", "name": "lit_grok", "default_hp_metric": False},
-    },
-}
-
-
-
-def quiet_lightning_warnings() -> None:
-    """Silences Lightning warnings that are expected with one-step epochs and tensors on the device."""
-    for message in (r"The number of training batches \(\d+\) is smaller than the logging interval",
-                    r".*does not have many workers.*",
-                    r"Total length of .* across ranks is zero",  # no held-out set: training on every pair
-                    r".*isinstance\(treespec, LeafSpec\)` is deprecated.*"):
-        warnings.filterwarnings("ignore", message=message)
-
-
-# the lines of a jsonargparse union report that frame the reason rather than give it
-NOT_A_REASON = ("Does not validate", "Errors:", "Given value", "Expected a <class 'NoneType'>")
-
-
-def one_line(message: str, sections: Optional[dict[str, str]] = None) -> str:
-    """jsonargparse's report of a bad value, cut to the line that says what is wrong, prefixed by its key.
-
-    A value inside ``data`` or ``model`` fails as a "Union" of the class and None: the report nests the real
-    error (ours, or "Expected a <class 'int'>") among "Expected a <class 'NoneType'>" lines and the whole
-    Namespace. ``sections`` maps a class path to its config key, for errors raised when classes are built.
-    """
-    if "Does not validate against any of the Union subtypes" not in message:
-        return message
-    keys: list[tuple[int, str]] = []
-    leaf, path, allowed, given, subtypes = None, [], "", "", ""
-    for line in message.splitlines():
-        indent, text = len(line) - len(line.lstrip()), line.strip()
-        keys = [(i, k) for i, k in keys if i < indent]
-        if match := re.match(r'Parser key "([^"]+)":', text):
-            keys.append((indent, match.group(1)))
-        elif text.startswith("- Problem with given class_path"):
-            keys.append((indent, "init_args"))
-        elif text.startswith("Subtypes:") and leaf is None:
-            subtypes = text
-        elif leaf is None and not text.removeprefix("- ").startswith(NOT_A_REASON):
-            leaf, path = text.removeprefix("- ").rstrip(":"), [k for _, k in keys]
-            allowed = " or ".join(re.findall(r"<class '(?:[\w.]+\.)?(\w+)'>", subtypes)).replace("NoneType", "null")
-        elif leaf is not None and text.startswith("Given value:") and not given:
-            given = text.removeprefix("Given value:").strip()
-    if leaf is None:
-        return message
-    if not path and (match := re.search(r"class_path='([^']+)'", message)):
-        path = [(sections or {}).get(match.group(1), match.group(1))]
-    if match := re.fullmatch(r"Expected a <class '(?:[\w.]+\.)?(\w+)'>\. Got value: (.*)", leaf):
-        what = f"expected {match.group(1)}, got {match.group(2)!r}"
-    elif re.fullmatch(r"Expected a <class '[\w.]+'>", leaf) and allowed:
-        what = f"expected {allowed}, got {given!r}"
-    else:
-        what = leaf
-    return f"{'.'.join(path)}: {what}" if path else what
-
-
-class OneLineParser(LightningArgumentParser):
-    """Reports a bad value as one line (``error: data.init_args.modulus: expected int or null, got 'abc'``)
-    instead of the usage text and jsonargparse's nested union report."""
-
-    sections: dict[str, str] = {}
-
-    def error(self, message: str, ex: Optional[Exception] = None) -> NoReturn:
-        if not self.exit_on_error or os.environ.get("JSONARGPARSE_DEBUG"):  # an inner parser, or debugging
-            super().error(message, ex)
-        sys.stderr.write(f"error: {one_line(message, self.sections)}\n")
-        self.exit(2)
-
-
-class SaveConfigToTensorBoard(SaveConfigCallback):
-    """Writes the resolved config to ``config.yaml`` in the run's folder and as text in TensorBoard."""
-
-    def save_config(self, trainer: Trainer, pl_module: Any, stage: str) -> None:
-        text = self.parser.dump(self.config)
-        for logger in trainer.loggers:
-            if isinstance(logger, TensorBoardLogger):
-                logger.experiment.add_text("config", "".join("    " + line for line in text.splitlines(True)))
-
-
-class GrokCLI(LightningCLI):
-    """LightningCLI with the data's sizes linked into the model.
-
-    Any LightningModule and DataModule can be named by ``class_path`` (``lit_grok.GrokkingModule`` with
-    ``lit_grok.ModularArithmeticDataModule``, ``lit_grok.simulation.CircuitSimulation`` with its
-    ``SimulationData``, ...). A link applies when the data has the attribute and the model the argument.
-    """
-
-    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        parser.link_arguments("data.vocab_size", "model.init_args.vocab_size", apply_on="instantiate")
-        parser.link_arguments("data.n_classes", "model.init_args.n_classes", apply_on="instantiate")
-        parser.link_arguments("data.n_members", "model.init_args.n_members", apply_on="instantiate")
-
-    def instantiate_classes(self) -> None:
-        """Bad values in the config (an unknown operation, an impossible train_size, ...) end as a parser error."""
-        try:
-            super().instantiate_classes()
-            for part in [self.model, *self.trainer.callbacks]:  # settings that depend on the data
-                if hasattr(part, "check_data") and self.datamodule is not None:
-                    part.check_data(self.datamodule)
-        except ValueError as error:
-            config = self.config.get(str(self.subcommand), self.config) if self.subcommand else self.config
-            sections = {str(config.get(f"{key}.class_path")): key for key in ("model", "data")
-                        if config.get(f"{key}.class_path") is not None}
-            self.parser.error(one_line(str(error), sections))
-
-    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
-        """Adds the one-step-epoch defaults a config left out.
-
-        Lightning's own defaults assume long epochs: its ModelCheckpoint saves every epoch (here: every
-        step) and its progress bar restarts every epoch. Unless the config lists its own, the run gets a
-        ``ModelCheckpoint`` every 1000 steps plus ``last`` (also on Ctrl-C), a ``StepProgressBar`` over the
-        whole run, ``TrainingCurves`` and ``StopOnDivergence``.
-        """
-        config = self._get(self.config_init, "trainer", default={})
-        check_trainer(config)
-        callbacks = list(config.get("callbacks") or [])
-        for flag, kind in (("enable_checkpointing", ModelCheckpoint), ("enable_progress_bar", ProgressBar)):
-            if config.get(flag) is False:  # `--trainer.enable_progress_bar=false` works on any config
-                callbacks = [c for c in callbacks if not isinstance(c, kind)]
-        if config.get("enable_checkpointing") is not False and not _has(callbacks, ModelCheckpoint):
-            callbacks.append(ModelCheckpoint(every_n_train_steps=1000, save_last=True, save_on_exception=True))
-        if config.get("enable_progress_bar") is not False and not _has(callbacks, ProgressBar):
-            callbacks.append(StepProgressBar())
-        if not _has(callbacks, TrainingCurves):
-            callbacks.append(TrainingCurves())
-        if not _has(callbacks, StopOnDivergence):
-            callbacks.append(StopOnDivergence())
-        n_members = getattr(self.datamodule, "n_members", None)
-        if n_members is not None:  # an ensemble: the single-run callbacks go to each member
-            members = next((c for c in callbacks if isinstance(c, Members)), None) or Members()
-            members.share([c for c in callbacks if per_member(c)], n_members)
-            callbacks = [c for c in callbacks if not per_member(c) and not isinstance(c, Members)] + [members]
-        return super().instantiate_trainer(**{**kwargs, "callbacks": callbacks})
-
-
-def check_trainer(config: dict[str, Any]) -> None:
-    """Trainer settings that Lightning would accept and then fail on deep inside a loop (or ignore)."""
-    max_steps = config.get("max_steps")
-    if max_steps is not None and max_steps != -1 and max_steps < 1:
-        raise ValueError(f"trainer.max_steps must be -1 (no limit) or >= 1, got {max_steps}.")
-    every = config.get("check_val_every_n_epoch")
-    if every is not None and every < 1:
-        raise ValueError(f"trainer.check_val_every_n_epoch must be >= 1 (steps between validations), got {every}.")
-
-
-def _has(callbacks: list, kind: type) -> bool:
-    return any(isinstance(c, kind) for c in callbacks)
-
-
-CLI_KWARGS: dict[str, Any] = dict(
-    model_class=LightningModule,
-    datamodule_class=LightningDataModule,
-    subclass_mode_model=True,
-    subclass_mode_data=True,
-    seed_everything_default=0,
-    trainer_defaults=TRAINER_DEFAULTS,
-    save_config_callback=SaveConfigToTensorBoard,
-    parser_class=OneLineParser,
-    save_config_kwargs={"overwrite": True},
-    auto_configure_optimizers=False,
-    parser_kwargs={"description": "lit_grok: grokking through circuit efficiency. Subcommands train, validate "
-                                  "or test one run; `python -m lit_grok sweep --config SWEEP.yaml` runs a sweep."},
-)
+from lit_grok import sweep
+from lit_grok.callbacks import Diverged
+from lit_grok.runs import GrokCLI, build, quiet_lightning_warnings
 
 
 def main(args: Optional[Union[list[str], dict[str, Any]]] = None, run: bool = True) -> GrokCLI:
@@ -199,26 +19,9 @@ def main(args: Optional[Union[list[str], dict[str, Any]]] = None, run: bool = Tr
     quiet_lightning_warnings()
     argv = sys.argv[1:] if args is None else args
     if isinstance(argv, list) and argv[:1] == ["sweep"]:
-        from lit_grok.sweep import main as sweep_main
-
-        sweep_main(argv[1:])
+        sweep.main(argv[1:])
         return None  # type: ignore[return-value]
     try:
         return build(args, run)
     except Diverged as error:  # one line and a non-zero exit, not a traceback
         sys.exit(f"error: {error}")
-
-
-def build(args: Optional[Union[list[str], dict[str, Any]]] = None, run: bool = True) -> GrokCLI:
-    """The CLI for ``args`` (and the fit it runs when ``run``); errors propagate, for callers such as sweeps."""
-    return GrokCLI(args=args, run=run, **CLI_KWARGS)
-
-
-class _ParseOnly(GrokCLI):
-    def instantiate_classes(self) -> None:
-        pass
-
-
-def parse_config(args: list[str]) -> dict[str, Any]:
-    """The config a command line (without subcommand) describes, as a dict, with nothing instantiated."""
-    return _ParseOnly(args=args, run=False, **CLI_KWARGS).config.as_dict()

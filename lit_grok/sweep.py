@@ -28,9 +28,15 @@ import sys
 import time
 from pathlib import Path
 from typing import Any, Optional
-from unittest.mock import patch
 
+import pytorch_lightning as pl
 from jsonargparse import CLI
+from pytorch_lightning.callbacks import ModelCheckpoint
+
+from lit_grok.callbacks import Diverged
+from lit_grok.callbacks.members import Members, per_member
+from lit_grok.ensemble_module import EnsembleDataModule, EnsembleModule
+from lit_grok.runs import build, parse_config
 
 RESULT = "result.json"
 # config keys (as on the command line) in which runs of one ensemble may differ; anything else must match
@@ -72,17 +78,12 @@ def _args(base: str, overrides: dict[str, Any], log_dir: Path) -> list[str]:
 
 
 def _cli(args: list[str], run: bool):
-    from lit_grok.cli import build
-
-    with patch.object(sys, "argv", sys.argv[:1]):  # the run is described by args alone
-        return build(["fit", *args] if run else args, run=run)
+    return build(["fit", *args] if run else args, run=run)
 
 
 def execute(base: str, overrides: dict[str, Any], log_dir: Path) -> dict[str, Any]:
     """Runs one fit in this process and returns its final metrics, events and step; a run that diverges is
     recorded as such (``diverged``, ``error``) and the sweep goes on."""
-    from lit_grok.callbacks import Diverged
-
     start = time.monotonic()
     try:
         cli = _cli(_args(base, overrides, log_dir), run=True)
@@ -133,12 +134,6 @@ def execute_group(base: str, overrides: list[dict[str, Any]], log_dirs: list[Pat
 
     Raises ValueError when the runs cannot be one ensemble (see ``EnsembleModule.from_modules``).
     """
-    import pytorch_lightning as pl
-    from pytorch_lightning.callbacks import ModelCheckpoint
-
-    from lit_grok.callbacks.members import Members, per_member
-    from lit_grok.ensemble_module import EnsembleDataModule, EnsembleModule
-
     start = time.monotonic()
     clis = [_cli(_args(base, o, d), run=False) for o, d in zip(overrides, log_dirs)]
     model = EnsembleModule.from_modules([c.model for c in clis], seeds=[c.config.seed_everything for c in clis])
@@ -181,12 +176,9 @@ def _groups(base: str, overrides: dict[str, Any], pending: list[tuple[int, dict[
     """Pending runs in groups of at most ``max_members`` with equal ``group_key``, in the sweep's order."""
     if max_members == 1 or len(pending) < 2:
         return [[run] for run in pending]
-    from lit_grok.cli import parse_config
-
     by_key: dict[str, list] = {}
     for run in pending:
-        with patch.object(sys, "argv", sys.argv[:1]):
-            config = parse_config(_args(base, {**overrides, **run[1]}, run[2]))
+        config = parse_config(_args(base, {**overrides, **run[1]}, run[2]))
         by_key.setdefault(group_key(config), []).append(run)
     groups = [runs[i:i + max_members] for runs in by_key.values() for i in range(0, len(runs), max_members)]
     return sorted(groups, key=lambda g: g[0][0])

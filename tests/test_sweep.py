@@ -80,6 +80,10 @@ def test_reports_on_constructed_summaries(tmp_path):
                                                                                      300: pytest.approx(0.9)}
     assert result["mean_final_val_acc"]["weight decay 1, init_optimizer=true"] == {30: pytest.approx(0.5)}
     assert result["not_converged"] == ["d"] and result["runs"] == 5 and (ungrok_dir / "ungrok.png").exists()
+    table = (ungrok_dir / "ungrok_table.md").read_text().splitlines()
+    assert table[0] == ("| D' | weight decay 1, init_optimizer=false | weight decay 1, init_optimizer=true | "
+                        "weight decay 2, init_optimizer=false |")
+    assert table[2] == "| 30 | 0.100, 0.300 | 0.500 | 0.200* (3000) |" and table[3] == "| 300 | 0.900 |  |  |"
     with open(semigrok_dir / "summary.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["run", "data.init_args.train_size", "val/acc", "train/acc", "plateaus", "events/plateau_level",

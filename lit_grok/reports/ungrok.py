@@ -83,7 +83,24 @@ def report(sweep_dir: Path) -> dict:
     result = {"mean_final_val_acc": summary, "min_final_train_acc": min(r["train/acc"] for r in rows),
               "runs": len(rows), "not_converged": [r["run"] for r in unconverged]}
     (sweep_dir / "ungrok.json").write_text(json.dumps(result, indent=1))
+    (sweep_dir / "ungrok_table.md").write_text(markdown_table(rows))
     return result
+
+
+def markdown_table(rows: list[dict]) -> str:
+    """Final val/acc per D' (rows) and line (columns), seeds comma-separated; * marks a run stopped by the step
+    cap rather than by the convergence rule, with the step it ended at."""
+    lines = sorted({series(r) for r in rows})
+    sizes = sorted({r["D'"] for r in rows})
+    out = ["| D' | " + " | ".join(lines) + " |", "|---|" + "---|" * len(lines)]
+    for d in sizes:
+        cells = []
+        for label in lines:
+            runs = [r for r in rows if r["D'"] == d and series(r) == label]
+            cells.append(", ".join(f"{r['val/acc']:.3f}" + ("" if r["converged"] else f"* ({int(r['step'])})")
+                                   for r in runs))
+        out.append(f"| {d} | " + " | ".join(cells) + " |")
+    return "\n".join(out) + "\n"
 
 
 if __name__ == "__main__":
