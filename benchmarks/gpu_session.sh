@@ -29,6 +29,9 @@ if [ "$part" = bench ]; then
   timeout 130 python3 benchmarks/gpu_check.py 2>&1 | grep -v "$quiet" | tee "$out/gpu_check.txt"
 else
   sweep semigrok 20 380 '[{"data.init_args.train_size": [150, 200, 250, 300, 350, 400, 450, 500], "seed_everything": [0, 1, 2, 3, 4]}]'
-  sweep ungrok 32 150 '[{"trainer.callbacks.init_args.new_size": [30, 45, 68, 100, 150, 225, 340], "model.init_args.optimizer.init_args.weight_decay": [0.5, 1.0, 2.0], "seed_everything": [0, 1, 2]}]'
+  # ungrokking branches from the network pre-trained on every pair (not run on a GPU since the protocol changed)
+  timeout 120 python3 -m lit_grok fit --config configs/cpu/ungrok_pretrain.yaml --trainer.accelerator=gpu \
+    --trainer.enable_progress_bar=false 2>&1 | grep -v "$quiet" | tail -2 | tee -a "$out/log.txt"
+  sweep ungrok 32 150 '[{"model.init_args.optimizer.init_args.weight_decay": [0.5, 1.0, 2.0], "data.init_args.train_size": [30, 45, 68, 100, 150, 225, 340], "data.init_args.data_seed": [0, 1, 2]}]'
 fi
 true

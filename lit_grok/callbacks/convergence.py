@@ -7,6 +7,8 @@ from typing import Any, Optional
 
 import pytorch_lightning as pl
 
+from lit_grok.loops import logging_step
+
 
 class StopOnConvergence(pl.Callback):
     """Stops when, over the last ``window`` validations, every monitored metric changed by less than
@@ -71,7 +73,7 @@ class StopOnConvergence(pl.Callback):
                 return
         self.converged_step = trainer.global_step
         for logger in trainer.loggers:
-            logger.log_metrics({"events/converged_step": float(trainer.global_step)}, step=trainer.global_step)
+            logger.log_metrics({"events/converged_step": float(trainer.global_step)}, step=logging_step(trainer))
         trainer.should_stop = True
 
     def state_dict(self) -> dict[str, Any]:

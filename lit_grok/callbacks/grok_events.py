@@ -7,6 +7,8 @@ from typing import Any, Optional
 import pytorch_lightning as pl
 from pytorch_lightning.loggers import TensorBoardLogger
 
+from lit_grok.loops import logging_step
+
 EVENTS = ("events/memorised_step", "events/grokked_step", "events/grok_delay")
 
 
@@ -60,9 +62,9 @@ class GrokEvents(pl.Callback):
             self.memorised_step, changed = step, True
         if self.grokked_step is None and float(metrics.get("val/acc", 0.0)) >= self.threshold:
             self.grokked_step, changed = step, True
-        if changed:
+        if changed:  # beside the validation metrics that triggered them (Lightning logs those at step - 1)
             for logger in trainer.loggers:
-                logger.log_metrics({k: float(v) for k, v in self.summary().items()}, step=step)
+                logger.log_metrics({k: float(v) for k, v in self.summary().items()}, step=logging_step(trainer))
         if self.stop_after is not None and self.grokked_step is not None:
             if step >= self.grokked_step + self.stop_after:
                 trainer.should_stop = True
