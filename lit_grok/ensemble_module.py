@@ -180,8 +180,10 @@ class EnsembleModule(pl.LightningModule):
     def _setup(self, net: nn.Module, lrs: list[float], decays: list[float], loss_dtype: str,
                member_hparams: list[dict[str, Any]]) -> None:
         self.net = net
-        self.lr = torch.tensor(lrs, dtype=torch.float64)
-        self.weight_decay = torch.tensor(decays, dtype=torch.float64)
+        # buffers (not saved: the hyperparameters hold them) so that they move to the model's device with it and
+        # the optimiser step never copies them from the host
+        self.register_buffer("lr", torch.tensor(lrs, dtype=torch.float64), persistent=False)
+        self.register_buffer("weight_decay", torch.tensor(decays, dtype=torch.float64), persistent=False)
         self.loss_dtype = getattr(torch, loss_dtype)
         self.member_hparams = member_hparams  # what a member's callbacks see (its HPARAMS entry in TensorBoard)
         self.member_metrics: dict[str, Tensor] = {}  # name -> [K], the latest validation's

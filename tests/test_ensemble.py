@@ -123,3 +123,13 @@ def test_mlp_members_train_together_as_their_single_runs():
     with pytest.raises(ValueError, match="one architecture and size"):
         EnsembleModule.from_modules([modules[0], GrokkingModule(14, 13, network=partial(MLP, d_embed=8),
                                                                 optimizer=modules[0].make_optimizer)])
+
+
+def test_per_member_learning_rates_move_with_the_model():
+    """They are buffers, so on a GPU the optimiser step finds them on the device (no host copy per step)."""
+    from lit_grok.ensemble_module import EnsembleModule
+
+    model = EnsembleModule(12, 11, 2, d_model=16, n_heads=2, d_mlp=32, lr=[1e-3, 2e-3], weight_decay=[1.0, 0.5])
+    assert "lr" not in model.state_dict() and model.lr.tolist() == [1e-3, 2e-3]
+    model.to("meta")
+    assert model.lr.device.type == "meta" and model.weight_decay.device.type == "meta"
