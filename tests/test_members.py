@@ -273,3 +273,34 @@ def test_a_resumed_ensemble_keeps_the_results_of_a_member_that_had_stopped(tmp_p
     assert step == whole_step == 20
     assert {"val/acc", "train/loss", "norm/params"} <= set(metrics)
     assert metrics["norm/params"] == pytest.approx(whole_metrics["norm/params"], rel=1e-6)
+
+
+class NormAtFitEnd(pl.Callback):
+    """Reads the member's network after training, outside inference mode."""
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        self.norm = float(sum(p.detach().pow(2).sum() for p in pl_module.net.parameters()))
+
+
+def test_a_member_network_first_built_under_inference_mode_can_be_refreshed_outside_it():
+    from lit_grok.callbacks.members import MemberModule
+
+    model = EnsembleModule(14, 13, 2, **NET)
+    nets: dict = {}
+    with torch.inference_mode():  # as a hook called inside Lightning's evaluation loop would
+        MemberModule(model, 0, {}, nets).net
+    with torch.no_grad():
+        model.net.embed[0].add_(1.0)
+    refreshed = MemberModule(model, 0, {}, nets).net  # outside inference mode: load_state_dict in place
+    assert torch.equal(refreshed.embed.weight, model.net.embed[0])
+
+
+def test_member_networks_built_during_validation_can_be_read_after_it():
+    """CircuitEfficiency builds member networks at validation; a callback reading them at fit end (after more
+    training steps) sees them refreshed."""
+    readers = [NormAtFitEnd(), NormAtFitEnd()]
+    model, _ = ensemble([(0, 0, 60, 1.0), (1, 5, 90, 0.3)], 25,
+                        Members([[CircuitEfficiency(), readers[0]], [CircuitEfficiency(), readers[1]]]))
+    for k, reader in enumerate(readers):
+        expected = sum(float(v.pow(2).sum()) for v in model.net.member_state_dict(k).values())
+        assert reader.norm == pytest.approx(expected, rel=1e-6)

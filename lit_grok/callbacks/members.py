@@ -62,10 +62,13 @@ class MemberModule:
     @property
     def net(self) -> torch.nn.Module:
         """Member k's network as it is now: built once per fit, refreshed on the device when first asked."""
-        if self.k not in self._nets:
-            self._nets[self.k] = self.ensemble.member_net(self.k).eval()
-        elif not self._current:
-            self._nets[self.k].load_state_dict(self.ensemble.net.member_state_dict(self.k))
+        # outside inference mode even when first asked during validation: inference tensors could not be
+        # refreshed later (on train epoch end, on fit end)
+        with torch.inference_mode(False), torch.no_grad():
+            if self.k not in self._nets:
+                self._nets[self.k] = self.ensemble.member_net(self.k).eval()
+            elif not self._current:
+                self._nets[self.k].load_state_dict(self.ensemble.net.member_state_dict(self.k))
         self._current = True
         return self._nets[self.k]
 
