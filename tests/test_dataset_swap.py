@@ -130,3 +130,14 @@ def test_two_plateaus_and_an_ongoing_one_at_the_end():
     script = [(1.0, 0.3)] * 25 + [(1.0, 0.6)] * 25
     plateaus = feed(PlateauDetector(min_steps=2000), script)
     assert [round(p["level"], 2) for p in plateaus] == [0.3, 0.6] and not any(p["transient"] for p in plateaus)
+
+
+def test_two_swaps_in_one_run_keep_their_own_checkpoint_state(tmp_path):
+    """Callbacks of one class are keyed by their settings (as Lightning keys callback states), so a resume
+    restores each swap's own step instead of one overwriting the other."""
+    first, second = DatasetSwap(new_size=60, at_step=4), DatasetSwap(new_size=30, at_step=8)
+    assert first.state_key != second.state_key
+    checkpoint = pl.callbacks.ModelCheckpoint(dirpath=tmp_path, save_last=True, every_n_train_steps=10)
+    fit([first, second, checkpoint], 10, None, enable_checkpointing=True)
+    states = torch.load(tmp_path / "last.ckpt", weights_only=False)["callbacks"]
+    assert states[first.state_key]["swap_step"] == 4 and states[second.state_key]["swap_step"] == 8

@@ -304,3 +304,14 @@ def test_member_networks_built_during_validation_can_be_read_after_it():
     for k, reader in enumerate(readers):
         expected = sum(float(v.pow(2).sum()) for v in model.net.member_state_dict(k).values())
         assert reader.norm == pytest.approx(expected, rel=1e-6)
+
+
+def test_member_callback_states_are_matched_by_key_not_position():
+    saved_swap, saved_events = DatasetSwap(new_size=30, at_step=5), GrokEvents()
+    saved_swap.swap_step, saved_events.grokked_step = 5, 40
+    state = Members([[saved_swap, saved_events]]).state_dict()
+    swap, events, other = DatasetSwap(new_size=30, at_step=5), GrokEvents(), DatasetSwap(new_size=20, at_step=5)
+    Members([[events, other, swap]]).load_state_dict(state)  # another order, and one callback more
+    assert swap.swap_step == 5 and events.grokked_step == 40 and other.swap_step is None
+    with pytest.warns(UserWarning, match="state for callbacks this run does not have"):
+        Members([[GrokEvents()]]).load_state_dict(state)

@@ -49,6 +49,11 @@ class StopOnConvergence(pl.Callback):
         self.converged_step: int = -1
 
     @property
+    def state_key(self) -> str:
+        return self._generate_state_key(monitor=self.monitor, rel_tol=self.rel_tol, window=self.window,
+                                        abs_tol=sorted(self.abs_tol.items()), min_steps=self.min_steps)
+
+    @property
     def converged(self) -> bool:
         return self.converged_step >= 0
 

@@ -57,6 +57,12 @@ class DatasetSwap(pl.Callback):
         self.swap_step: Optional[int] = None
         self.streak = 0  # consecutive validations at or above threshold
 
+    @property
+    def state_key(self) -> str:
+        """Distinct per setting, so that two swaps in one run keep their own checkpoint state."""
+        return self._generate_state_key(new_size=self.new_size, new_fraction=self.new_fraction, at_step=self.at_step,
+                                        after_grokked=self.after_grokked, seed=self.seed)
+
     def target_size(self, current: int) -> int:
         return self.new_size if self.new_size is not None else max(1, round(self.new_fraction * current))
 

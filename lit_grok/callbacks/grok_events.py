@@ -35,6 +35,10 @@ class GrokEvents(pl.Callback):
         self.grokked_step: Optional[int] = None
 
     @property
+    def state_key(self) -> str:
+        return self._generate_state_key(threshold=self.threshold, stop_after=self.stop_after)
+
+    @property
     def delay(self) -> Optional[int]:
         if self.memorised_step is None or self.grokked_step is None:
             return None

@@ -10,6 +10,7 @@ import torch
 from pytorch_lightning.callbacks import Checkpoint, ModelSummary, ProgressBar
 from pytorch_lightning.cli import SaveConfigCallback
 from pytorch_lightning.loggers import TensorBoardLogger
+from pytorch_lightning.utilities import rank_zero_warn
 from torch import Tensor
 
 from lit_grok.callbacks.dataset_swap import DatasetSwap
@@ -205,15 +206,22 @@ class Members(pl.Callback):
 
     def state_dict(self) -> dict[str, Any]:
         # a stopped member is never measured again: its last metrics are its result, so they are saved
-        return {"stopped_steps": self.stopped_steps,
-                "callbacks": [[c.state_dict() for c in mine] for mine in self.callbacks or []],
+        return {"stopped_steps": self.stopped_steps,  # callback states keyed as Lightning keys a run's own
+                "callbacks": [{c.state_key: c.state_dict() for c in mine} for mine in self.callbacks or []],
                 "metrics": [{name: float(v) for name, v in view.callback_metrics.items()} for view in self.views]}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.stopped_steps = state_dict["stopped_steps"]
-        for mine, states in zip(self.callbacks or [], state_dict["callbacks"]):
-            for callback, state in zip(mine, states):
-                callback.load_state_dict(state)
+        for k, (mine, states) in enumerate(zip(self.callbacks or [], state_dict["callbacks"])):
+            if isinstance(states, list):  # checkpoints written before states were keyed: by position
+                states = {c.state_key: state for c, state in zip(mine, states)}
+            for callback in mine:
+                if callback.state_key in states:
+                    callback.load_state_dict(states[callback.state_key])
+            unmatched = sorted(set(states) - {c.state_key for c in mine})
+            if unmatched:  # as Lightning does for a run's own callbacks: said, not fatal
+                rank_zero_warn(f"the checkpoint holds member {k}'s state for callbacks this run does not have: "
+                               f"{unmatched}; it is ignored.")
         self._saved_metrics = state_dict.get("metrics", [])
         self._restore_metrics()
 

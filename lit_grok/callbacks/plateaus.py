@@ -29,6 +29,11 @@ class PlateauDetector(pl.Callback):
         self.segment: list[tuple[int, float]] = []
         self.plateaus: list[dict[str, Any]] = []
 
+    @property
+    def state_key(self) -> str:
+        return self._generate_state_key(low=self.low, high=self.high, tolerance=self.tolerance,
+                                        min_steps=self.min_steps, memorised=self.memorised)
+
     def summary(self) -> dict[str, Any]:
         """For a sweep's result row: the number of plateaus and the longest one (-1: none)."""
         longest = max(self.plateaus, key=lambda p: p["end"] - p["start"], default=None)
