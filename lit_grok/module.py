@@ -95,6 +95,8 @@ class GrokkingModule(pl.LightningModule):
             branching.load_network(self.net, branching.network_state(checkpoint, init_from), init_from)
             self.init_task = branching.task_of(checkpoint)
             if init_optimizer:
+                if not checkpoint.get("optimizer_states"):
+                    raise ValueError(f"init_optimizer: {init_from!r} holds no optimiser state (a weights-only save).")
                 self._init_optimizer_state = checkpoint["optimizer_states"][0]
         self.init_from, self.init_optimizer = init_from, init_optimizer
         self.make_optimizer = optimizer or paper_adamw

@@ -10,12 +10,12 @@ import warnings
 from typing import Any, NoReturn, Optional, Union
 
 from pytorch_lightning import LightningDataModule, LightningModule, Trainer
-from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.callbacks import Checkpoint
 from pytorch_lightning.callbacks.progress import ProgressBar
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from pytorch_lightning.loggers import TensorBoardLogger
 
-from lit_grok.callbacks import StepProgressBar, StopOnDivergence, TrainingCurves
+from lit_grok.callbacks import ModelCheckpoint, StepProgressBar, StopOnDivergence, TrainingCurves
 from lit_grok.callbacks.members import Members, per_member
 
 # Trainer defaults for one-step epochs (full batch): validate every 100 steps rather than every step,
@@ -143,10 +143,10 @@ class GrokCLI(LightningCLI):
         config = self._get(self.config_init, "trainer", default={})
         check_trainer(config)
         callbacks = list(config.get("callbacks") or [])
-        for flag, kind in (("enable_checkpointing", ModelCheckpoint), ("enable_progress_bar", ProgressBar)):
+        for flag, kind in (("enable_checkpointing", Checkpoint), ("enable_progress_bar", ProgressBar)):
             if config.get(flag) is False:  # `--trainer.enable_progress_bar=false` works on any config
                 callbacks = [c for c in callbacks if not isinstance(c, kind)]
-        if config.get("enable_checkpointing") is not False and not _has(callbacks, ModelCheckpoint):
+        if config.get("enable_checkpointing") is not False and not _has(callbacks, Checkpoint):
             callbacks.append(ModelCheckpoint(every_n_train_steps=1000, save_last=True, save_on_exception=True))
         if config.get("enable_progress_bar") is not False and not _has(callbacks, ProgressBar):
             callbacks.append(StepProgressBar())

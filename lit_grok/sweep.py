@@ -31,9 +31,8 @@ from typing import Any, Optional
 
 import pytorch_lightning as pl
 from jsonargparse import CLI
-from pytorch_lightning.callbacks import ModelCheckpoint
 
-from lit_grok.callbacks import Diverged
+from lit_grok.callbacks import Diverged, ModelCheckpoint
 from lit_grok.callbacks.members import Members, per_member
 from lit_grok.ensemble_module import EnsembleDataModule, EnsembleModule
 from lit_grok.runs import build, parse_config

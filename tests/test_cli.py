@@ -32,7 +32,7 @@ def _pretrained_checkpoint(branch: Path, tmp_path: Path) -> Path:
     source = next(p for p in CONFIGS if not _is_sweep(p) and
                   yaml.safe_load(p.read_text())["trainer"]["logger"]["init_args"]["name"] == name)
     cli = main(["-c", str(source), "--trainer.logger=false"], run=False)
-    checkpoint = {"state_dict": cli.model.state_dict(),
+    checkpoint = {"state_dict": cli.model.state_dict(), "optimizer_states": [cli.model.configure_optimizers().state_dict()],
                   type(cli.datamodule).__qualname__: cli.datamodule.state_dict()}
     torch.save(checkpoint, tmp_path / "pretrained.ckpt")
     return tmp_path / "pretrained.ckpt"

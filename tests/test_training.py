@@ -153,3 +153,22 @@ def test_mlp_trains_through_the_same_module(tmp_path):
                          enable_checkpointing=False, enable_progress_bar=False, default_root_dir=tmp_path)
     trainer.fit(model, data)
     assert trainer.callback_metrics["train/acc"] > 0.9
+
+
+def test_last_checkpoint_holds_the_final_step_of_a_run_that_stopped_between_saves(tmp_path):
+    from functools import partial
+
+    import pytorch_lightning as pl
+
+    from lit_grok import GrokkingModule, ModularArithmeticDataModule, Transformer
+    from lit_grok.callbacks import GrokEvents, ModelCheckpoint
+
+    data = ModularArithmeticDataModule("add", 11, train_size=100)
+    model = GrokkingModule(data.vocab_size, data.n_classes, network=partial(Transformer, d_model=16, n_heads=2, d_mlp=32))
+    stop = GrokEvents(threshold=1e-9, stop_after=10)  # "grokked" at the first validation (step 5): stop at 15
+    trainer = pl.Trainer(max_steps=100, max_epochs=-1, check_val_every_n_epoch=5, logger=False, enable_progress_bar=False,
+                         enable_model_summary=False, num_sanity_val_steps=0,
+                         callbacks=[stop, ModelCheckpoint(dirpath=tmp_path, every_n_train_steps=10, save_last=True)])
+    trainer.fit(model, data)
+    assert trainer.global_step == 15  # stopped after the save at step 10; Lightning's own would keep step 10
+    assert torch.load(tmp_path / "last.ckpt", weights_only=True)["global_step"] == 15

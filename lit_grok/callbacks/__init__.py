@@ -1,5 +1,6 @@
 """Callbacks, one per file."""
 
+from lit_grok.callbacks.checkpoint import ModelCheckpoint
 from lit_grok.callbacks.convergence import StopOnConvergence
 from lit_grok.callbacks.curves import TrainingCurves
 from lit_grok.callbacks.dataset_swap import DatasetSwap
@@ -10,5 +11,5 @@ from lit_grok.callbacks.members import Members
 from lit_grok.callbacks.plateaus import PlateauDetector
 from lit_grok.callbacks.progress import StepProgressBar
 
-__all__ = ["CircuitEfficiency", "DatasetSwap", "Diverged", "GrokEvents", "Members", "PlateauDetector", "StepProgressBar",
+__all__ = ["CircuitEfficiency", "DatasetSwap", "Diverged", "GrokEvents", "Members", "ModelCheckpoint", "PlateauDetector", "StepProgressBar",
            "StopOnConvergence", "StopOnDivergence", "TrainingCurves"]
