@@ -129,12 +129,15 @@ class GrokkingModule(pl.LightningModule):
     def _evaluate(self, batch: Batch, dataloader_idx: int) -> None:
         tokens, answers, _ = batch
         n = len(answers)
-        if n == 0:  # a rank's shard of a tiny set can be empty
-            return
-        logits = self(tokens)
         split = SPLITS[dataloader_idx]
-        self.eval_metrics[f"{split}_loss"].update(self.loss(logits, answers), n)
-        self.eval_metrics[f"{split}_acc"].update((logits.argmax(-1) == answers).float().mean(), n)
+        if n == 0:  # a rank's shard of a tiny set can be empty: it adds nothing, but logs as every rank does
+            zero = torch.zeros((), device=answers.device)
+            self.eval_metrics[f"{split}_loss"].update(zero, 0)
+            self.eval_metrics[f"{split}_acc"].update(zero, 0)
+        else:
+            logits = self(tokens)
+            self.eval_metrics[f"{split}_loss"].update(self.loss(logits, answers), n)
+            self.eval_metrics[f"{split}_acc"].update((logits.argmax(-1) == answers).float().mean(), n)
         for stat in ("loss", "acc"):
             self.log(f"{split}/{stat}", self.eval_metrics[f"{split}_{stat}"], on_step=False, on_epoch=True,
                      add_dataloader_idx=False, metric_attribute=f"eval_metrics.{split}_{stat}")

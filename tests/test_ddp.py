@@ -34,7 +34,7 @@ def fit(devices: int, train_size: int, callbacks=(), batch_size=None, logger=Fal
 TOL = dict(rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("train_size", [80, 81], ids=["even", "odd"])
+@pytest.mark.parametrize("train_size", [80, 81, 168], ids=["even", "odd", "one-held-out-pair"])
 def test_two_processes_equal_one(train_size):
     one, m1 = fit(1, train_size, [CircuitEfficiency()])
     two, m2 = fit(2, train_size, [CircuitEfficiency()])
