@@ -37,6 +37,8 @@ def quiet_lightning_warnings() -> None:
     for message in (r"The number of training batches \(\d+\) is smaller than the logging interval",
                     r".*does not have many workers.*",
                     r"Total length of .* across ranks is zero",  # no held-out set: training on every pair
+                    # a sweep builds each run from its own args while sys.argv holds the sweep's command line
+                    r"LightningCLI's args parameter is intended to run from within Python",
                     r".*isinstance\(treespec, LeafSpec\)` is deprecated.*"):
         warnings.filterwarnings("ignore", message=message)
 
