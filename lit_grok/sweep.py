@@ -122,6 +122,10 @@ def group_key(config: dict[str, Any]) -> str:
     return json.dumps(config, sort_keys=True)
 
 
+class NotAnEnsemble(ValueError):
+    """Runs that cannot train as one ensemble (another optimiser, warm-up, ...): the sweep runs them one by one."""
+
+
 def group_checkpoints(log_dirs: list[Path]) -> Path:
     """Where an ensemble of these runs keeps its checkpoint while it trains: ``<sweep>/.ensembles/<id>/``."""
     runs = "\n".join(d.parent.name for d in log_dirs)
@@ -131,15 +135,19 @@ def group_checkpoints(log_dirs: list[Path]) -> Path:
 def execute_group(base: str, overrides: list[dict[str, Any]], log_dirs: list[Path]) -> list[dict[str, Any]]:
     """Trains K compatible runs as one ensemble and returns each run's result, as ``execute`` would.
 
-    Raises ValueError when the runs cannot be one ensemble (see ``EnsembleModule.from_modules``).
+    Raises ``NotAnEnsemble`` (before training anything) when the runs cannot be one ensemble (see
+    ``EnsembleModule.from_modules``); an error while training propagates as it is.
     """
     start = time.monotonic()
     clis = [_cli(_args(base, o, d), run=False) for o, d in zip(overrides, log_dirs)]
-    model = EnsembleModule.from_modules([c.model for c in clis], seeds=[c.config.seed_everything for c in clis])
-    data = EnsembleDataModule.from_datamodules([c.datamodule for c in clis])
-    members = Members([[cb for cb in c.trainer.callbacks if per_member(cb)] for c in clis],
-                      log_dirs=[str(d) for d in log_dirs])
-    members.check_data(data)
+    try:
+        model = EnsembleModule.from_modules([c.model for c in clis], seeds=[c.config.seed_everything for c in clis])
+        data = EnsembleDataModule.from_datamodules([c.datamodule for c in clis])
+        members = Members([[cb for cb in c.trainer.callbacks if per_member(cb)] for c in clis],
+                          log_dirs=[str(d) for d in log_dirs])
+        members.check_data(data)
+    except ValueError as error:
+        raise NotAnEnsemble(str(error)) from error
     folder = group_checkpoints(log_dirs)  # last.ckpt every 1000 steps and on a crash; resumed from on a rerun
     checkpoint = ModelCheckpoint(dirpath=folder, save_top_k=0, save_last=True, every_n_train_steps=1000,
                                  save_on_exception=True)
@@ -223,7 +231,7 @@ def sweep(base: str, name: str, grids: Optional[list[dict[str, list[Any]]]] = No
             try:
                 results = execute_group(base, [{**(overrides or {}), **p} for _, p, _ in group],
                                         [d for _, _, d in group])
-            except ValueError as error:
+            except NotAnEnsemble as error:
                 print(f"runs {', '.join(str(i) for i, _, _ in group)} cannot train as one ensemble ({error}); "
                       f"running them one at a time", flush=True)
         together = results is not None

@@ -121,3 +121,21 @@ def test_figures_leave_the_global_matplotlib_backend_alone(tmp_path):
         assert (tmp_path / "curves.png").stat().st_size > 1000 and (tmp_path / "report.png").exists()
     finally:
         matplotlib.use(before)
+
+
+def test_an_error_while_an_ensemble_trains_is_not_taken_for_an_incompatible_group(tmp_path, monkeypatch):
+    """Only a refusal before training (NotAnEnsemble) reruns a group one run at a time; a ValueError raised
+    during training ends the sweep with that error instead of being silently retried."""
+    from lit_grok.callbacks import Members
+
+    tiny = {"data.init_args.modulus": 11, "trainer.max_steps": 20, "trainer.check_val_every_n_epoch": 10,
+            "model.init_args.network.init_args.d_model": 16, "model.init_args.network.init_args.d_mlp": 32}
+    grids = [{"data.init_args.train_size": [40, 60], "data.init_args.random_labels": [True]}]
+
+    def fail(self, trainer, pl_module):
+        raise ValueError("raised while training")
+
+    monkeypatch.setattr(Members, "on_validation_end", fail)
+    with pytest.raises(ValueError, match="raised while training"):
+        sweep(str(ROOT / "configs/cpu/efficiency_base.yaml"), "fails", grids, tiny, save_dir=str(tmp_path))
+    assert not list((tmp_path / "fails").glob("*/version_0/result.json"))  # nothing recorded as finished
