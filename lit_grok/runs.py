@@ -7,6 +7,7 @@ import os
 import re
 import sys
 import warnings
+from pathlib import Path
 from typing import Any, NoReturn, Optional, Union
 
 from pytorch_lightning import LightningDataModule, LightningModule, Trainer
@@ -99,7 +100,20 @@ class OneLineParser(LightningArgumentParser):
 
 
 class SaveConfigToTensorBoard(SaveConfigCallback):
-    """Writes the resolved config to ``config.yaml`` in the run's folder and as text in TensorBoard."""
+    """Writes the resolved config to ``config.yaml`` in the run's folder and as text in TensorBoard. A run
+    resumed into its own folder keeps the original ``config.yaml`` and writes the resumed run's config beside
+    it as ``config.resume_1.yaml`` (then ``_2``, ...)."""
+
+    resuming = False  # set by GrokCLI when the run continues from a checkpoint
+
+    def setup(self, trainer: Trainer, pl_module: Any, stage: str) -> None:
+        log_dir = trainer.log_dir  # a broadcast under DDP: every rank asks
+        if self.resuming and log_dir and os.path.isfile(os.path.join(log_dir, self.config_filename)):
+            n = 1
+            while os.path.isfile(os.path.join(log_dir, f"config.resume_{n}.yaml")):
+                n += 1
+            self.config_filename = f"config.resume_{n}.yaml"
+        super().setup(trainer, pl_module, stage)
 
     def save_config(self, trainer: Trainer, pl_module: Any, stage: str) -> None:
         text = self.parser.dump(self.config)
@@ -156,12 +170,32 @@ class GrokCLI(LightningCLI):
             callbacks.append(TrainingCurves())
         if not _has(callbacks, StopOnDivergence):
             callbacks.append(StopOnDivergence())
+        ckpt_path = self.config.get(str(self.subcommand), {}).get("ckpt_path") if self.subcommand else None
+        if ckpt_path:
+            loggers = config.get("logger")
+            for logger in loggers if isinstance(loggers, list) else [loggers]:
+                continue_run(logger, ckpt_path)
         n_members = getattr(self.datamodule, "n_members", None)
         if n_members is not None:  # an ensemble: the single-run callbacks go to each member
             members = next((c for c in callbacks if isinstance(c, Members)), None) or Members()
             members.share([c for c in callbacks if per_member(c)], n_members)
             callbacks = [c for c in callbacks if not per_member(c) and not isinstance(c, Members)] + [members]
-        return super().instantiate_trainer(**{**kwargs, "callbacks": callbacks})
+        trainer = super().instantiate_trainer(**{**kwargs, "callbacks": callbacks})
+        for callback in trainer.callbacks:
+            if isinstance(callback, SaveConfigToTensorBoard):
+                callback.resuming = bool(ckpt_path)
+        return trainer
+
+
+def continue_run(logger: Any, ckpt_path: str) -> None:
+    """Resuming from ``<save_dir>/<name>/<version>/checkpoints/*.ckpt`` logs into that same ``<version>``
+    (events appended, one run in TensorBoard) rather than a new ``version_N+1``, unless the config names a
+    version itself."""
+    if not isinstance(logger, TensorBoardLogger) or logger._version is not None:
+        return
+    checkpoint = Path(ckpt_path).resolve()
+    if checkpoint.parent.name == "checkpoints" and checkpoint.parent.parent.parent == Path(logger.root_dir).resolve():
+        logger._version = checkpoint.parent.parent.name
 
 
 def check_trainer(config: dict[str, Any]) -> None:

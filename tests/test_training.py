@@ -172,3 +172,18 @@ def test_last_checkpoint_holds_the_final_step_of_a_run_that_stopped_between_save
     trainer.fit(model, data)
     assert trainer.global_step == 15  # stopped after the save at step 10; Lightning's own would keep step 10
     assert torch.load(tmp_path / "last.ckpt", weights_only=True)["global_step"] == 15
+
+
+def test_resuming_continues_the_checkpoints_own_run_folder(tiny_args):
+    first = main(["fit", *tiny_args, "--trainer.max_steps=100"])
+    run = Path(first.trainer.log_dir)
+    original = (run / "config.yaml").read_text()
+    resumed = main(["fit", *tiny_args, "--trainer.max_steps=200", f"--ckpt_path={run / 'checkpoints' / 'last.ckpt'}"])
+    assert Path(resumed.trainer.log_dir) == run and not (run.parent / "version_1").exists()
+    assert (run / "config.yaml").read_text() == original  # kept; the resumed run's config beside it
+    assert "max_steps: 200" in (run / "config.resume_1.yaml").read_text()
+    assert len(list(run.glob("events.*"))) == 2  # one TensorBoard run, appended
+    curves = next(c for c in resumed.trainer.callbacks if type(c).__name__ == "TrainingCurves")
+    assert [s for s, _ in curves.history["val/acc"]] == [50, 100, 150, 200]  # the figure covers the whole run
+    fresh = main(["fit", *tiny_args, "--trainer.max_steps=100"])  # without --ckpt_path: a new version
+    assert Path(fresh.trainer.log_dir).name == "version_1"
