@@ -67,8 +67,9 @@ def test_resume_continues_exactly(tiny_args, tmp_path):
     full = main(["fit", *common])
     ckpt = Path(full.trainer.log_dir) / "checkpoints" / "epoch=19-step=20.ckpt"
     assert ckpt.exists()
-    resumed = main(["fit", *common, f"--ckpt_path={ckpt}"])
-    assert resumed.trainer.global_step == 40
+    # a version of its own (asked for), so that its scalars can be compared with the uninterrupted run's
+    resumed = main(["fit", *common, f"--ckpt_path={ckpt}", "--trainer.logger.init_args.version=resumed"])
+    assert resumed.trainer.global_step == 40 and Path(resumed.trainer.log_dir).name == "resumed"
     assert torch.equal(resumed.datamodule.train_indices, full.datamodule.train_indices)
     a = scalars(full.trainer.log_dir, "train/loss")
     b = scalars(resumed.trainer.log_dir, "train/loss")
