@@ -34,6 +34,13 @@ def test_sweep_runs_a_grid_writes_the_summary_and_skips_finished_runs(tmp_path, 
     assert [int(r["data.init_args.train_size"]) for r in rows] == [40, 60, 80]
     assert all(int(r["step"]) == 20 and float(r["data/train_size"]) == int(r["data.init_args.train_size"]) for r in rows)
     assert {"events/grokked_step", "converged", "circuits/gen_fraction", "norm/params"} <= set(rows[0])
+    from lit_grok.reports import curves
+
+    assert curves.report(tmp_path / "tiny")["runs"] == 3
+    points = list(csv.DictReader((tmp_path / "tiny" / "curves.csv").open()))
+    assert [int(p["step"]) for p in points if p["run"] == rows[0]["run"]] == [10, 20]  # each validation's step
+    last = next(p for p in points if p["run"] == rows[0]["run"] and p["step"] == "20")
+    assert float(last["val/acc"]) == pytest.approx(float(rows[0]["val/acc"]), abs=1e-4)
     result = tmp_path / "tiny" / "train_size=40-random_labels=true" / "version_0" / "result.json"
     stamp = result.stat().st_mtime_ns
     capsys.readouterr()
