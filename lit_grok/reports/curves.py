@@ -1,5 +1,5 @@
-"""Every validation of every finished run of a sweep, read back from TensorBoard: ``curves.csv`` (run, step,
-val/acc, train/acc, norm/params) and ``curves.png`` (val/acc against step, one line per run), so that what a
+"""Every validation of every finished run of a sweep, read back from TensorBoard: ``curves.csv`` (run, step, val/acc,
+train/acc, train/loss, norm/params) and ``curves.png`` (val/acc against step, one line per run), so that what a
 results page says about the path to the end (still falling at the cap, say) follows from a file.
 
     python -m lit_grok.reports.curves logs/ungrok-sweep
@@ -13,7 +13,7 @@ from pathlib import Path
 
 from lit_grok.reports import main, new_figure, save_figure
 
-TAGS = ("val/acc", "train/acc", "norm/params")
+TAGS = ("val/acc", "train/acc", "train/loss", "norm/params")
 
 
 def read_curves(run_dir: Path) -> dict[str, dict[int, float]]:
