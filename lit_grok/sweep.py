@@ -24,6 +24,7 @@ import importlib
 import itertools
 import json
 import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -33,6 +34,7 @@ import pytorch_lightning as pl
 from jsonargparse import CLI
 
 from lit_grok.callbacks import Diverged, ModelCheckpoint
+from lit_grok.callbacks.run_result import summaries
 from lit_grok.callbacks.members import Members, per_member
 from lit_grok.ensemble_module import EnsembleDataModule, EnsembleModule
 from lit_grok.runs import build, parse_config
@@ -80,30 +82,61 @@ def _cli(args: list[str], run: bool):
     return build(["fit", *args] if run else args, run=run)
 
 
+def launches_processes(trainer: dict[str, Any]) -> bool:
+    """Whether a run's Trainer starts processes of its own (DDP and the like), whose launcher re-runs the
+    command line: such a run needs a command line of its own, not the sweep's."""
+    strategy = str(trainer.get("strategy") or "auto")
+    if any(kind in strategy for kind in ("ddp", "fsdp", "deepspeed")) or (trainer.get("num_nodes") or 1) > 1:
+        return True
+    devices, accelerator = trainer.get("devices", "auto"), str(trainer.get("accelerator") or "auto")
+    gpus = _visible_gpus() if accelerator in ("auto", "gpu", "cuda") else 1
+    if isinstance(devices, (list, tuple)):
+        return len(devices) > 1
+    if str(devices).lstrip("-").isdigit():
+        return (gpus if int(devices) == -1 else int(devices)) > 1
+    if "," in str(devices):
+        return len([d for d in str(devices).split(",") if d.strip()]) > 1
+    return gpus > 1  # "auto": every visible GPU
+
+
+def _visible_gpus() -> int:
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
 def execute(base: str, overrides: dict[str, Any], log_dir: Path) -> dict[str, Any]:
-    """Runs one fit in this process and returns its final metrics, events and step; a run that diverges is
-    recorded as such (``diverged``, ``error``) and the sweep goes on."""
+    """Runs one fit and returns its final metrics, events and step; a run that diverges is recorded as such
+    (``diverged``, ``error``) and the sweep goes on. A run that starts processes of its own (DDP) is launched
+    as ``python -m lit_grok fit ...`` with its own command line; any other runs in this process."""
     start = time.monotonic()
-    try:
-        cli = _cli(_args(base, overrides, log_dir), run=True)
-    except Diverged as error:
-        print(f"error: {error}", file=sys.stderr, flush=True)
-        return {"step": error.step, "seconds": round(time.monotonic() - start, 2), "diverged": True,
-                "events/diverged_step": error.step, "error": str(error)}
-    result: dict[str, Any] = {k: float(v) for k, v in sorted(cli.trainer.callback_metrics.items())}
-    result["step"] = cli.trainer.global_step
-    result["seconds"] = round(time.monotonic() - start, 2)
-    return {**result, **summaries(cli.trainer.callbacks)}
+    args = _args(base, overrides, log_dir)
+    if launches_processes(parse_config(args).get("trainer") or {}):
+        result = _execute_in_own_process(args, log_dir)
+    else:
+        try:
+            cli = _cli(args, run=True)
+        except Diverged as error:
+            print(f"error: {error}", file=sys.stderr, flush=True)
+            result = {"step": error.step, "diverged": True, "events/diverged_step": error.step, "error": str(error)}
+        else:
+            result = {k: float(v) for k, v in sorted(cli.trainer.callback_metrics.items())}
+            result = {**result, "step": cli.trainer.global_step, **summaries(cli.trainer.callbacks)}
+    return {**result, "seconds": round(time.monotonic() - start, 2)}
 
 
-def summaries(callbacks: list) -> dict[str, Any]:
-    """What the callbacks that report on a run (GrokEvents, StopOnConvergence, DatasetSwap, PlateauDetector)
-    say of it, merged for its result row."""
-    merged: dict[str, Any] = {}
-    for callback in callbacks:
-        if hasattr(callback, "summary"):
-            merged.update(callback.summary())
-    return merged
+def _execute_in_own_process(args: list[str], log_dir: Path) -> dict[str, Any]:
+    log_dir.mkdir(parents=True, exist_ok=True)
+    path = log_dir / "run_result.json"
+    command = [sys.executable, "-m", "lit_grok", "fit", *args, "--trainer.callbacks+=lit_grok.callbacks.RunResult",
+               f"--trainer.callbacks.path={path}"]
+    process = subprocess.run(command)
+    if not path.is_file():
+        raise RuntimeError(f"the run's process ({' '.join(command)}) exited with status {process.returncode} "
+                           f"and no result.")
+    result = json.loads(path.read_text())
+    path.unlink()
+    return result
 
 
 def _drop(config: dict[str, Any], key: str) -> None:

@@ -146,3 +146,24 @@ def test_an_error_while_an_ensemble_trains_is_not_taken_for_an_incompatible_grou
     with pytest.raises(ValueError, match="raised while training"):
         sweep(str(ROOT / "configs/cpu/efficiency_base.yaml"), "fails", grids, tiny, save_dir=str(tmp_path))
     assert not list((tmp_path / "fails").glob("*/version_0/result.json"))  # nothing recorded as finished
+
+
+def test_launches_processes_reads_the_trainer_config():
+    from lit_grok.sweep import launches_processes
+
+    assert launches_processes({"strategy": "ddp", "devices": 2}) and launches_processes({"devices": 2, "accelerator": "cpu"})
+    assert launches_processes({"num_nodes": 2}) and launches_processes({"devices": [0, 1]})
+    assert not launches_processes({"devices": 1}) and not launches_processes({"devices": "auto", "accelerator": "cpu"})
+
+
+@pytest.mark.timeout(240)
+def test_a_sweep_of_ddp_runs_launches_each_run_with_its_own_command_line(tmp_path):
+    """Issue 17, bug 2: a DDP run inside a sweep hung (rank 1 was started from the sweep's command line)."""
+    tiny = {"data.init_args.modulus": 11, "trainer.max_steps": 20, "trainer.check_val_every_n_epoch": 10,
+            "model.init_args.network.init_args.d_model": 16, "model.init_args.network.init_args.d_mlp": 32,
+            "trainer.accelerator": "cpu", "trainer.strategy": "ddp", "trainer.devices": 2}
+    summary = sweep(str(ROOT / "configs/cpu/efficiency_base.yaml"), "ddp", [{"data.init_args.train_size": [60]}],
+                    tiny, save_dir=str(tmp_path))
+    row, = list(csv.DictReader(summary.open()))
+    assert row["step"] == "20" and 0 <= float(row["val/acc"]) <= 1 and row["converged"] == "False"
+    assert not list((tmp_path / "ddp").glob("*/version_0/run_result.json"))  # read and removed

@@ -10,6 +10,7 @@ from lit_grok.callbacks.grok_events import GrokEvents
 from lit_grok.callbacks.members import Members
 from lit_grok.callbacks.plateaus import PlateauDetector
 from lit_grok.callbacks.progress import StepProgressBar
+from lit_grok.callbacks.run_result import RunResult
 
-__all__ = ["CircuitEfficiency", "DatasetSwap", "Diverged", "GrokEvents", "Members", "ModelCheckpoint", "PlateauDetector", "StepProgressBar",
+__all__ = ["CircuitEfficiency", "DatasetSwap", "Diverged", "GrokEvents", "Members", "ModelCheckpoint", "PlateauDetector", "RunResult", "StepProgressBar",
            "StopOnConvergence", "StopOnDivergence", "TrainingCurves"]

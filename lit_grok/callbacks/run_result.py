@@ -1,0 +1,45 @@
+"""A run's result (final metrics, step, what its reporting callbacks say) as JSON, for a sweep that launched
+the run in a process of its own (a DDP run: its launcher starts the other ranks from that process's command
+line)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+
+from lit_grok.callbacks.divergence import Diverged
+
+
+def summaries(callbacks: list) -> dict[str, Any]:
+    """What the callbacks that report on a run (GrokEvents, StopOnConvergence, DatasetSwap, PlateauDetector,
+    StopOnDivergence) say of it, merged for its result row."""
+    merged: dict[str, Any] = {}
+    for callback in callbacks:
+        if hasattr(callback, "summary"):
+            merged.update(callback.summary())
+    return merged
+
+
+class RunResult(pl.Callback):
+    """Writes ``{metrics, step, summaries}`` to ``path`` when fit ends (rank 0), or the divergence if it
+    diverged. Sweeps add it to the runs they launch as ``python -m lit_grok fit`` processes."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def _write(self, trainer: pl.Trainer, extra: dict[str, Any]) -> None:
+        if trainer.is_global_zero:
+            result = {k: float(v) for k, v in sorted(trainer.callback_metrics.items())}
+            result = {**result, "step": trainer.global_step, **summaries(trainer.callbacks), **extra}
+            Path(self.path).write_text(json.dumps(result))
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._write(trainer, {})
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        if isinstance(exception, Diverged):
+            self._write(trainer, {"step": exception.step, "diverged": True, "events/diverged_step": exception.step,
+                                  "error": str(exception)})
