@@ -112,20 +112,22 @@ def execute(base: str, overrides: dict[str, Any], log_dir: Path) -> dict[str, An
     start = time.monotonic()
     args = _args(base, overrides, log_dir)
     if launches_processes(parse_config(args).get("trainer") or {}):
-        result = _execute_in_own_process(args, log_dir)
+        metrics, step, extra = _execute_in_own_process(args, log_dir)
     else:
         try:
             cli = _cli(args, run=True)
         except Diverged as error:
             print(f"error: {error}", file=sys.stderr, flush=True)
-            result = {"step": error.step, "diverged": True, "events/diverged_step": error.step, "error": str(error)}
+            metrics, step = {}, error.step
+            extra = {"diverged": True, "events/diverged_step": error.step, "error": str(error)}
         else:
-            result = {k: float(v) for k, v in sorted(cli.trainer.callback_metrics.items())}
-            result = {**result, "step": cli.trainer.global_step, **summaries(cli.trainer.callbacks)}
-    return {**result, "seconds": round(time.monotonic() - start, 2)}
+            metrics = {k: float(v) for k, v in sorted(cli.trainer.callback_metrics.items())}
+            step, extra = cli.trainer.global_step, summaries(cli.trainer.callbacks)
+    # the same columns in the same order as an ensemble's runs (execute_group)
+    return {**metrics, "step": step, "seconds": round(time.monotonic() - start, 2), **extra}
 
 
-def _execute_in_own_process(args: list[str], log_dir: Path) -> dict[str, Any]:
+def _execute_in_own_process(args: list[str], log_dir: Path) -> tuple[dict[str, float], int, dict[str, Any]]:
     log_dir.mkdir(parents=True, exist_ok=True)
     path = log_dir / "run_result.json"
     command = [sys.executable, "-m", "lit_grok", "fit", *args, "--trainer.callbacks+=lit_grok.callbacks.RunResult",
@@ -136,7 +138,7 @@ def _execute_in_own_process(args: list[str], log_dir: Path) -> dict[str, Any]:
                            f"and no result.")
     result = json.loads(path.read_text())
     path.unlink()
-    return result
+    return result["metrics"], result["step"], result["summaries"]
 
 
 def _drop(config: dict[str, Any], key: str) -> None:

@@ -24,22 +24,21 @@ def summaries(callbacks: list) -> dict[str, Any]:
 
 
 class RunResult(pl.Callback):
-    """Writes ``{metrics, step, summaries}`` to ``path`` when fit ends (rank 0), or the divergence if it
-    diverged. Sweeps add it to the runs they launch as ``python -m lit_grok fit`` processes."""
+    """Writes ``{"metrics", "step", "summaries"}`` to ``path`` when fit ends (rank 0), or the divergence if
+    it diverged. Sweeps add it to the runs they launch as ``python -m lit_grok fit`` processes."""
 
     def __init__(self, path: str) -> None:
         self.path = path
 
-    def _write(self, trainer: pl.Trainer, extra: dict[str, Any]) -> None:
-        if trainer.is_global_zero:
-            result = {k: float(v) for k, v in sorted(trainer.callback_metrics.items())}
-            result = {**result, "step": trainer.global_step, **summaries(trainer.callbacks), **extra}
-            Path(self.path).write_text(json.dumps(result))
+    def _write(self, metrics: dict[str, float], step: int, extra: dict[str, Any]) -> None:
+        Path(self.path).write_text(json.dumps({"metrics": metrics, "step": step, "summaries": extra}))
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._write(trainer, {})
+        if trainer.is_global_zero:
+            metrics = {k: float(v) for k, v in sorted(trainer.callback_metrics.items())}
+            self._write(metrics, trainer.global_step, summaries(trainer.callbacks))
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
-        if isinstance(exception, Diverged):
-            self._write(trainer, {"step": exception.step, "diverged": True, "events/diverged_step": exception.step,
-                                  "error": str(exception)})
+        if isinstance(exception, Diverged) and trainer.is_global_zero:
+            self._write({}, exception.step, {"diverged": True, "events/diverged_step": exception.step,
+                                             "error": str(exception)})
