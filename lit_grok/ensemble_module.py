@@ -161,13 +161,14 @@ class EnsembleModule(pl.LightningModule):
         checkpoint = None if init_from is None else branching.read_checkpoint(init_from)
         self.init_from = init_from
         self.init_task = None if checkpoint is None else branching.task_of(checkpoint)
+        start = None if checkpoint is None else branching.network_state(checkpoint, init_from)  # every member's
         members = []
         for seed in seeds:
             torch.manual_seed(seed)
             members.append(Transformer(vocab_size, n_classes, n_layers=n_layers, d_model=d_model, n_heads=n_heads,
                                        d_mlp=d_mlp))
-            if checkpoint is not None:
-                branching.load_network(members[-1], branching.network_state(checkpoint, init_from), init_from)
+            if start is not None:
+                branching.load_network(members[-1], start, init_from)
         lrs, decays = _per_member(lr, n_members, "lr"), _per_member(weight_decay, n_members, "weight_decay")
         if any(not r > 0 for r in lrs) or any(not w >= 0 for w in decays):
             raise ValueError(f"every member needs lr > 0 and weight_decay >= 0, got lr={lrs}, weight_decay={decays}.")
