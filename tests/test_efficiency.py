@@ -7,7 +7,7 @@ import torch
 
 from lit_grok import GrokkingModule, ModularArithmeticDataModule, MLP, Transformer
 from lit_grok.callbacks import CircuitEfficiency, GrokEvents, StopOnConvergence
-from lit_grok.callbacks.efficiency import group_norms, logit_stats, split_circuits
+from lit_grok.callbacks.efficiency import gen_fraction, group_norms, logit_stats, split_circuits
 from lit_grok.module import parameter_norm
 from lit_grok.tasks import OPERATIONS
 
@@ -47,21 +47,33 @@ def _relation():
     return OPERATIONS["add"].relation(a[:, None], b[:, None], torch.arange(P)[None, :], P)  # [P^2, P]
 
 
-def test_a_pure_function_of_a_plus_b_minus_c_is_all_generalising():
-    g = torch.randn(P, dtype=torch.float64)
-    table = g[_relation()] + torch.randn(P * P, 1, dtype=torch.float64)  # plus a per-example shift
-    gen, mem = split_circuits(table, _relation())
+def _fraction(table):
+    return float(gen_fraction(*split_circuits(table, _relation())))
+
+
+def test_a_fourier_circuit_is_all_generalising():
+    # Nanda et al.'s circuit: logits sum_k beta_k cos(w_k (a + b - c)), plus a per-example shift softmax ignores
+    r = _relation().double()
+    table = sum(beta * torch.cos(2 * math.pi * k * r / P) for k, beta in [(1, 2.0), (3, 0.7)])
+    gen, mem = split_circuits(table + torch.randn(P * P, 1, dtype=torch.float64), _relation())
     assert mem.abs().max() < 1e-12
-    assert float(gen.pow(2).sum() / (gen.pow(2).sum() + mem.pow(2).sum())) == pytest.approx(1.0)
+    assert float(gen_fraction(gen, mem)) == pytest.approx(1.0)
+    torch.testing.assert_close(gen, table - table.mean(-1, keepdim=True))
 
 
-def test_random_logits_are_almost_all_memorising():
-    # a function of r spans P of the P^3 entries (P - 1 after centring of P^2 (P - 1)): fraction ~ 1/P^2
-    fractions = []
-    for seed in range(20):
-        gen, mem = split_circuits(torch.randn(P * P, P, generator=torch.Generator().manual_seed(seed)), _relation())
-        fractions.append(float(gen.pow(2).sum() / (gen.pow(2).sum() + mem.pow(2).sum())))
-    assert sum(fractions) / len(fractions) == pytest.approx(1 / P**2, rel=0.3)
+def test_sine_terms_of_r_are_not_in_the_trigonometric_subspace():
+    # App. B projects onto cos(w r): a sine of r (a function of r, but odd) is all residual
+    r = _relation().double()
+    assert _fraction(torch.sin(2 * math.pi * 2 * r / P)) < 1e-12
+    mixed = torch.cos(2 * math.pi * 2 * r / P) + torch.sin(2 * math.pi * 2 * r / P)  # equal norms
+    assert _fraction(mixed) == pytest.approx(1 / math.sqrt(2))  # a share of the norm, not of its square
+
+
+def test_random_logits_have_the_share_of_a_random_vector():
+    # the cosines span (P - 1) / 2 of the P^2 (P - 1) centred dimensions: norm share ~ 1 / (P sqrt(2))
+    generator = torch.Generator().manual_seed(0)
+    fractions = [_fraction(torch.randn(P * P, P, generator=generator, dtype=torch.float64)) for _ in range(20)]
+    assert sum(fractions) / len(fractions) == pytest.approx(1 / (P * math.sqrt(2)), rel=0.2)
 
 
 def test_efficiency_callback_logs_its_metrics_in_a_run(tmp_path):
@@ -76,7 +88,18 @@ def test_efficiency_callback_logs_its_metrics_in_a_run(tmp_path):
     squares = sum(m[f"norm/{g}"] ** 2 for g in ("embed", "attn", "mlp", "unembed"))
     assert math.sqrt(squares) == pytest.approx(m["norm/params"], rel=1e-5)
     assert 0 < m["circuits/gen_fraction"] < 1
-    assert m["circuits/gen_logit_train"] == pytest.approx(m["circuits/gen_logit_val"], rel=1e-5)  # same g(0)
+    assert {"circuits/gen_logit", "circuits/mem_logit_train", "circuits/mem_logit_val"} <= set(m)
+    assert not any(name.startswith("circuits/gen_logit_") for name in m)  # one number, logged once
+    # App. B's projection done independently: least squares of the centred table on the cosine basis
+    with torch.no_grad():
+        z = model(data.tokens).double()
+    z = (z - z.mean(-1, keepdim=True)).flatten()
+    a, b = data.tokens[:, 0, None], data.tokens[:, 1, None]
+    r = ((a + b - torch.arange(11)[None, :]) % 11).flatten().double()
+    basis = torch.stack([torch.cos(2 * math.pi * k * r / 11) for k in range(1, 6)], 1)  # [N * C, 5]
+    gen = basis @ torch.linalg.lstsq(basis, z[:, None]).solution
+    assert m["circuits/gen_fraction"] == pytest.approx(float(gen.norm() / z.norm()), rel=1e-4)
+    assert m["circuits/gen_logit"] == pytest.approx(float(gen[r == 0].mean()), rel=1e-4, abs=1e-6)
 
 
 def _trainer(step, train_acc, val_acc):

@@ -13,12 +13,15 @@ Definitions (one place; the README repeats them):
 - ``norm/{group}``: L2 norm of the parameters of each module type (embed: token and position embeddings,
   attn: attention, mlp: MLP layers, unembed, other: anything else such as LayerNorm); the squares of the
   groups sum to the square of ``norm/params``.
-- For tasks with a group relation r(a, b, c) (``add``, ``sub``): the centred table z splits into
-  G(a, b, c) = mean of z over all entries with the same r (the part that depends on r alone: the span of
-  the trigonometric functions of r that App. B projects onto, the C_gen proxy) and the residual
-  M = z - G (the C_mem proxy). ``circuits/gen_logit_{split}`` and ``circuits/mem_logit_{split}`` are
-  their mean answer logits; ``circuits/gen_fraction`` = ||G||^2 / ||z||^2 over the whole table (the paper
-  calls a network C_gen-only above 0.95).
+- For tasks with a group relation r(a, b, c) (``add``: (a+b-c) mod P, ``sub``: (a-b-c) mod P), App. B's
+  circuit split: G is the orthogonal projection of the centred table z (all P^2 pairs, all P classes)
+  onto the trigonometric subspace span{cos(w_k r)}, w_k = 2 pi k / P, k = 1..P/2 (the C_gen proxy; the
+  sine terms are not in it, as in Nanda et al. and App. B), and M = z - G (the C_mem proxy). Each r
+  occurs P^2 times in the table, so G(r) is the even part of the mean of z over the entries with that r.
+  ``circuits/gen_fraction`` = ||G|| / ||z||: the share of the logit *norm* in that subspace (the paper
+  calls a network C_gen-only above 0.95). ``circuits/gen_logit`` is G at the true answer, one number for
+  all pairs (r = 0 there); ``circuits/mem_logit_{split}`` is the mean of M at each split's labels (the
+  random labels in a C_mem-only run).
 """
 
 from __future__ import annotations
@@ -74,13 +77,26 @@ def logit_stats(logits: Tensor, answers: Tensor) -> dict[str, Tensor]:
 
 
 def split_circuits(logits: Tensor, relation: Tensor) -> tuple[Tensor, Tensor]:
-    """Centred logit table [N, C] -> (G, M): G averages it over entries with equal relation [N, C] in 0..R-1."""
+    """App. B's split of a full logit table [N, C] (every pair, every class) -> (G, M), each [N, C].
+
+    ``relation`` [N, C] holds r in 0..P-1 and must take each value equally often (true of a group
+    relation over the whole table). G projects the centred table onto span{cos(2 pi k r / P)}: the mean
+    over entries of equal r is the projection onto all functions of r, and its even part in r (the
+    average of r and -r) drops the sine terms. M is the rest.
+    """
     z = centre(logits)
     n_values = int(relation.max()) + 1
     sums = torch.zeros(n_values, dtype=z.dtype, device=z.device).index_add_(0, relation.flatten(), z.flatten())
     counts = torch.bincount(relation.flatten(), minlength=n_values).to(z.dtype)
-    gen = (sums / counts.clamp(min=1))[relation]
+    by_r = sums / counts.clamp(min=1)  # [P]: mean of z at each r
+    even = (by_r + by_r[(-torch.arange(n_values, device=z.device)) % n_values]) / 2  # cosine terms only
+    gen = (even - even.mean())[relation]
     return gen, z - gen
+
+
+def gen_fraction(gen: Tensor, mem: Tensor) -> Tensor:
+    """||G|| / ||G + M||: the share of the centred logit table's norm that lies in the trigonometric subspace."""
+    return gen.norm() / (gen + mem).norm().clamp(min=1e-30)
 
 
 class CircuitEfficiency(pl.Callback):
@@ -110,13 +126,12 @@ class CircuitEfficiency(pl.Callback):
         if relation_fn is not None:
             a, b = data.tokens[:, 0, None], data.tokens[:, 1, None]
             c = torch.arange(logits.shape[1], device=logits.device)[None, :]
-            gen, mem = split_circuits(logits, relation_fn(a, b, c, data.n_elements))
-            z_norm2 = (gen.pow(2).sum() + mem.pow(2).sum()).clamp(min=1e-30)
-            metrics["circuits/gen_fraction"] = gen.pow(2).sum() / z_norm2
+            relation = relation_fn(a, b, c, data.n_elements)
+            gen, mem = split_circuits(logits, relation)
+            metrics["circuits/gen_fraction"] = gen_fraction(gen, mem)
+            metrics["circuits/gen_logit"] = gen[relation == 0][0]  # G at the true answer: r = 0 for every pair
             for split, rows in splits.items():
                 if len(rows):
-                    answers = data.answers[rows, None]
-                    metrics[f"circuits/gen_logit_{split}"] = gen[rows].gather(1, answers).mean()
-                    metrics[f"circuits/mem_logit_{split}"] = mem[rows].gather(1, answers).mean()
+                    metrics[f"circuits/mem_logit_{split}"] = mem[rows].gather(1, data.answers[rows, None]).mean()
         for name, value in metrics.items():  # identical on every rank (each evaluates the whole table)
             pl_module.log(name, value.float(), sync_dist=True)

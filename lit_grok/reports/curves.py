@@ -16,14 +16,14 @@ from lit_grok.reports import main, new_figure, save_figure
 TAGS = ("val/acc", "train/acc", "train/loss", "norm/params")
 
 
-def read_curves(run_dir: Path) -> dict[str, dict[int, float]]:
+def read_curves(run_dir: Path, tags: tuple[str, ...] = TAGS) -> dict[str, dict[int, float]]:
     """tag -> {optimiser steps taken: value} for one run (TensorBoard holds them at step - 1)."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
     events.Reload()
     present = set(events.Tags()["scalars"])
-    return {tag: {e.step + 1: e.value for e in events.Scalars(tag)} for tag in TAGS if tag in present}
+    return {tag: {e.step + 1: e.value for e in events.Scalars(tag)} for tag in tags if tag in present}
 
 
 def report(sweep_dir: Path) -> dict:

@@ -8,6 +8,12 @@ is read off by linear interpolation in (log10 loss, norm). C_gen's norm at L_ref
 D's. D_crit is where C_mem's norm at L_ref crosses C_gen's, interpolated linearly in log D between the
 two C_mem sizes that bracket it.
 
+A run counts only if it converged (its StopOnConvergence stopped it), fits its training set (train/acc
+= 1) and, for C_gen, passes App. B's criterion (``circuits/gen_fraction`` > 0.95); the others are
+dropped, listed with their reasons in ``d_crit.json`` and counted. ``rule_sensitivity.csv`` reads every
+run's validations back and says where looser convergence rules would have stopped it and the norm there,
+so that whether the rule is tight enough is a measured fact.
+
     python -m lit_grok.reports.efficiency logs/cpu-efficiency
 """
 
@@ -24,6 +30,7 @@ from typing import Optional
 import matplotlib
 
 from lit_grok.reports import main, new_figure, read_summary, save_figure
+from lit_grok.reports.curves import read_curves
 
 GEN_FRACTION = 0.95  # the paper's criterion for a C_gen-only network
 
@@ -33,15 +40,69 @@ Curve = list[tuple[float, float]]  # (log10 train loss, parameter norm), sorted 
 TAG = "efficiency/norm_vs_loss"  # the figure's TensorBoard tag
 
 
-def load(sweep_dir: Path) -> list[dict]:
-    rows = read_summary(sweep_dir, ("train/loss", "norm/params", "circuits/gen_fraction", "logits/train_margin",
-                                    "train/acc"))
+MONITOR = ("logits/train_margin", "norm/params")  # what configs/efficiency_base.yaml's StopOnConvergence watches
+RULES = ((4e-3, 10), (2e-3, 10), (1e-3, 10), (1e-3, 20))  # (rel_tol, window), loosest first; the last is the config's
+
+
+def rejections(row: dict) -> list[str]:
+    """Why a run cannot count as a converged C_mem-only or C_gen-only network (empty when it can)."""
+    reasons = []
+    if str(row.get("converged")).lower() != "true":
+        reasons.append("not converged")
+    if not row["train/acc"] >= 1.0:
+        reasons.append(f"train/acc {row['train/acc']:.4f} < 1")
+    if row["kind"] == "gen" and not row["circuits/gen_fraction"] > GEN_FRACTION:
+        reasons.append(f"circuits/gen_fraction {row['circuits/gen_fraction']:.3f} <= {GEN_FRACTION}")
+    return reasons
+
+
+def stop_step(history: list[tuple[int, list[float]]], rel_tol: float, window: int) -> Optional[int]:
+    """The first step at which StopOnConvergence(rel_tol, window) would have stopped on this history of
+    (step, monitored values); None if it never would."""
+    for end in range(window, len(history) + 1):
+        last = [values for _, values in history[end - window:end]]
+        if all(max(v) - min(v) <= rel_tol * max(abs(v[-1]), 1e-12) for v in zip(*last)):
+            return history[end - 1][0]
+    return None
+
+
+def rule_sensitivity(sweep_dir: Path, runs: list[str]) -> list[dict]:
+    """For each run and rule in RULES: where the rule would have stopped it, and its norm there relative
+    to the norm at the run's own end."""
+    out = []
+    for run in runs:
+        run_dir = Path(sweep_dir) / run / "version_0"
+        curves = read_curves(run_dir, MONITOR) if run_dir.is_dir() else {}
+        if set(curves) != set(MONITOR):
+            continue
+        steps = sorted(set(curves[MONITOR[0]]) & set(curves[MONITOR[1]]))
+        history = [(s, [curves[m][s] for m in MONITOR]) for s in steps]
+        final = curves["norm/params"][steps[-1]]
+        for rel_tol, window in RULES:
+            step = stop_step(history, rel_tol, window)
+            norm = curves["norm/params"][step] if step is not None else math.nan
+            out.append({"run": run, "rel_tol": rel_tol, "window": window, "stop_step": step, "norm": norm,
+                        "norm_rel_to_end": norm / final - 1})
+    return out
+
+
+NUMBERS = ("train/loss", "norm/params", "circuits/gen_fraction", "logits/train_margin", "train/acc")
+
+
+def load_rows(rows: list[dict]) -> list[dict]:
+    """Summary rows with the report's fields added: kind (mem: random labels, gen), D, wd, seed, numbers as floats."""
     for row in rows:
-        row["kind"] = "mem" if row["data.init_args.random_labels"] in ("True", "true") else "gen"
+        row["kind"] = "mem" if str(row["data.init_args.random_labels"]).lower() == "true" else "gen"
         row["D"] = int(row["data.init_args.train_size"])
         row["wd"] = float(row["model.init_args.optimizer.init_args.weight_decay"])
         row["seed"] = int(row.get("seed_everything") or 0)
+        for key in NUMBERS:
+            row[key] = float(row[key]) if row.get(key) not in (None, "") else math.nan
     return rows
+
+
+def load(sweep_dir: Path) -> list[dict]:
+    return load_rows(read_summary(sweep_dir))
 
 
 def curves(rows: list[dict], seed: Optional[int] = None) -> dict[tuple[str, int], Curve]:
@@ -120,11 +181,26 @@ def report(sweep_dir: Path) -> dict:
     """Writes efficiency.csv, efficiency.png, d_crit.json in the sweep folder and the figure to TensorBoard."""
     sweep_dir = Path(sweep_dir)
     rows = load(sweep_dir)
-    kept = [r for r in rows if r["kind"] == "mem" or r["circuits/gen_fraction"] > GEN_FRACTION]
+    reasons = {r["run"]: rejections(r) for r in rows}
+    kept = [r for r in rows if not reasons[r["run"]]]
     result = estimate(kept)
     result["per_seed"] = {seed: estimate(kept, seed, result["log10_ref_loss"])
                           for seed in sorted({r["seed"] for r in kept})}
-    result["excluded_gen_runs"] = [r["run"] for r in rows if r not in kept]
+    result["runs"], result["kept"] = len(rows), len(kept)
+    result["rejected"] = {run: why for run, why in reasons.items() if why}
+    result["rejected_count"] = {reason: sum(any(w.startswith(reason) for w in why) for why in reasons.values())
+                                for reason in ("not converged", "train/acc", "circuits/gen_fraction")}
+    sensitivity = rule_sensitivity(sweep_dir, [r["run"] for r in rows])
+    with open(sweep_dir / "rule_sensitivity.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["run", "rel_tol", "window", "stop_step", "norm", "norm_rel_to_end"])
+        writer.writeheader()
+        writer.writerows(sensitivity)
+    result["rule_max_norm_change"] = {
+        f"rel_tol={rel_tol:g},window={window}": max((abs(s["norm_rel_to_end"]) for s in sensitivity
+                                                      if (s["rel_tol"], s["window"]) == (rel_tol, window)
+                                                      and s["stop_step"] is not None
+                                                      and s["run"] in {r["run"] for r in kept}), default=None)
+        for rel_tol, window in RULES}
     spread = defaultdict(list)
     for seed_result in result["per_seed"].values():
         for d, n in seed_result["mem_norm_at_ref"].items():

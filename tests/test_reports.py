@@ -1,0 +1,75 @@
+import csv
+import json
+
+import pytest
+
+from lit_grok.reports import efficiency
+from lit_grok.reports.efficiency import estimate, stop_step
+
+FIELDS = ["run", "data.init_args.random_labels", "data.init_args.train_size",
+          "model.init_args.optimizer.init_args.weight_decay", "seed_everything", "train/loss", "norm/params",
+          "circuits/gen_fraction", "logits/train_margin", "train/acc", "step", "converged"]
+
+
+def _row(kind, d, wd, seed, loss, norm, fraction=0.99, acc=1.0, converged=True):
+    run = f"{kind}-D={d}-wd={wd}-seed={seed}"
+    return {"run": run, "data.init_args.random_labels": kind == "mem", "data.init_args.train_size": d,
+            "model.init_args.optimizer.init_args.weight_decay": wd, "seed_everything": seed, "train/loss": loss,
+            "norm/params": norm, "circuits/gen_fraction": fraction, "logits/train_margin": 10.0,
+            "train/acc": acc, "step": 5000, "converged": converged}
+
+
+def _clean_rows():
+    """Two seeds (seed 1 misses D=400: uneven coverage), mem curves 20 apart in norm, gen halfway."""
+    rows = []
+    for seed in (0, 1):
+        for kind, d, offset in [("mem", 100, 0.0), ("mem", 400, 20.0), ("gen", 800, 10.0)]:
+            if (seed, d) == (1, 400):
+                continue
+            for wd, loss in [(1.0, 1e-6), (4.0, 1e-2)]:
+                rows.append(_row(kind, d, wd, seed, loss, offset + seed + (20.0 if wd == 1.0 else 10.0)))
+    return rows
+
+
+def _write(sweep_dir, rows):
+    sweep_dir.mkdir()
+    with open(sweep_dir / "summary.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=FIELDS)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def test_efficiency_report_drops_lists_and_counts_unfit_unconverged_and_mixed_runs(tmp_path):
+    bad = [_row("mem", 400, 2.0, 0, 1e-4, 99.0, converged=False),  # stopped by max_steps
+           _row("mem", 400, 2.0, 1, 1e-4, 99.0, acc=0.995),  # has not fitted its random labels
+           _row("gen", 800, 2.0, 0, 1e-4, 99.0, fraction=0.93),  # not C_gen-only by App. B
+           _row("gen", 800, 2.0, 1, 1e-4, 99.0, fraction=0.94, converged=False)]
+    _write(tmp_path / "sweep", _clean_rows() + bad)
+    result = efficiency.report(tmp_path / "sweep")
+    assert result["runs"] == 14 and result["kept"] == 10
+    assert result["rejected"] == {
+        "mem-D=400-wd=2.0-seed=0": ["not converged"],
+        "mem-D=400-wd=2.0-seed=1": ["train/acc 0.9950 < 1"],
+        "gen-D=800-wd=2.0-seed=0": ["circuits/gen_fraction 0.930 <= 0.95"],
+        "gen-D=800-wd=2.0-seed=1": ["not converged", "circuits/gen_fraction 0.940 <= 0.95"]}
+    assert result["rejected_count"] == {"not converged": 2, "train/acc": 1, "circuits/gen_fraction": 2}
+    # the estimate is the clean rows' own: the rejected points (norm 99) would have moved every curve
+    clean = estimate(efficiency.load_rows(_clean_rows()))
+    assert result["d_crit"] == pytest.approx(clean["d_crit"]) == pytest.approx(200.0, rel=0.05)
+    assert result["log10_ref_loss"] == -2.0  # the median of the losses every curve covers
+    assert result["per_seed"][1]["mem_norm_at_ref"] == {100: pytest.approx(11.0)}  # seed 1 has no D=400
+    assert result["per_seed"][1]["d_crit"] is None
+    saved = json.loads((tmp_path / "sweep" / "d_crit.json").read_text())
+    assert saved["rejected_count"] == result["rejected_count"]
+    with open(tmp_path / "sweep" / "efficiency.csv") as f:
+        assert len(list(csv.DictReader(f))) == 14  # every run listed, rejected ones too
+
+
+def test_stop_step_follows_stop_on_convergence_rule():
+    # the norm settles geometrically: each validation moves it by half as much as the one before
+    history = [(100 * (i + 1), [10.0, 20.0 + 2.0 * 0.5**i]) for i in range(30)]
+    # over 3 validations ending at i the norm spreads by 2 (0.5^(i-2) - 0.5^i) = 6 * 0.5^i
+    assert stop_step(history, rel_tol=1e-2, window=3) == 600  # i = 5: 0.19 < 0.2 (i = 4: 0.375)
+    assert stop_step(history, rel_tol=1e-3, window=3) == 1000  # i = 9: 0.012 < 0.02 (i = 8: 0.023)
+    assert stop_step(history, rel_tol=1e-3, window=30) is None  # not enough validations
+    assert stop_step(history, rel_tol=1e-12, window=3) is None
