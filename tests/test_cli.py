@@ -25,10 +25,10 @@ def _init_from(path: Path):
     return ((yaml.safe_load(path.read_text()).get("model") or {}).get("init_args") or {}).get("init_from")
 
 
-def _pretrained_checkpoint(branch: Path, tmp_path: Path) -> Path:
-    """The checkpoint of the config whose run a branch config starts from (found by its logger's name),
-    built untrained: the two configs must agree on network shape and task."""
-    name = Path(_init_from(branch)).parts[1]  # logs/<name>/version_0/checkpoints/last.ckpt
+def _pretrained_checkpoint(init_from: str, tmp_path: Path) -> Path:
+    """The checkpoint of the config whose run a branch starts from (found by its logger's name in
+    ``init_from``), built untrained: the two configs must agree on network shape and task."""
+    name = Path(init_from).parts[1]  # logs/<name>/version_0/checkpoints/last.ckpt
     source = next(p for p in CONFIGS if not _is_sweep(p) and
                   yaml.safe_load(p.read_text())["trainer"]["logger"]["init_args"]["name"] == name)
     cli = main(["-c", str(source), "--trainer.logger=false"], run=False)
@@ -40,7 +40,7 @@ def _pretrained_checkpoint(branch: Path, tmp_path: Path) -> Path:
 
 @pytest.mark.parametrize("path", [p for p in CONFIGS if not _is_sweep(p)], ids=lambda p: str(p.relative_to(ROOT / "configs")))
 def test_every_config_builds(path, tmp_path):
-    branch = [f"--model.init_args.init_from={_pretrained_checkpoint(path, tmp_path)}"] if _init_from(path) else []
+    branch = [f"--model.init_args.init_from={_pretrained_checkpoint(_init_from(path), tmp_path)}"] if _init_from(path) else []
     cli = main(["-c", str(path), *branch, "--trainer.logger=false"], run=False)
     assert cli.model.hparams.n_classes == cli.datamodule.n_classes  # linked, never typed twice
     if hasattr(cli.datamodule, "vocab_size"):
@@ -89,8 +89,9 @@ def test_every_sweep_builds_the_first_run_of_each_grid(path, tmp_path):
     assert (ROOT / spec["base"]).is_file()
     for grid in spec["grids"]:
         params = {**spec.get("overrides", {}), **expand([grid])[0]}
-        if _init_from(ROOT / spec["base"]) and "model.init_args.init_from" not in params:
-            params["model.init_args.init_from"] = _pretrained_checkpoint(ROOT / spec["base"], tmp_path)
+        init_from = params.get("model.init_args.init_from") or _init_from(ROOT / spec["base"])
+        if init_from:
+            params["model.init_args.init_from"] = _pretrained_checkpoint(init_from, tmp_path)
         args = ["-c", str(ROOT / spec["base"]), *[f"--{k}={str(v).lower() if isinstance(v, bool) else v}"
                                                  for k, v in params.items()], "--trainer.logger=false"]
         cli = main(args, run=False)

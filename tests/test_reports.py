@@ -73,3 +73,25 @@ def test_stop_step_follows_stop_on_convergence_rule():
     assert stop_step(history, rel_tol=1e-3, window=3) == 1000  # i = 9: 0.012 < 0.02 (i = 8: 0.023)
     assert stop_step(history, rel_tol=1e-3, window=30) is None  # not enough validations
     assert stop_step(history, rel_tol=1e-12, window=3) is None
+
+
+def test_grok_time_report_gives_slopes_of_log_steps_and_keeps_capped_runs_apart(tmp_path):
+    from lit_grok.reports import grok_time
+
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    steps = {(3000, 0): 1000, (3000, 1): 1000, (2000, 0): 10000, (2000, 1): 10000, (1500, 0): 100000,
+             (1500, 1): 100000, (1000, 0): -1}  # tenfold per 1000 pairs, then per 500: faster than exponential
+    with open(sweep / "summary.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["run", "seed_everything", "data.init_args.train_size", "events/grokked_step", "step"])
+        for (d, seed), step in steps.items():
+            writer.writerow([f"D={d}-seed={seed}", seed, d, step, 200000 if step < 0 else step])
+    result = grok_time.report(sweep)
+    assert result["not_grokked"] == ["D=1000-seed=0"]
+    assert [(s["from_D"], s["to_D"]) for s in result["slopes"]] == [(1500, 2000), (2000, 3000)]
+    assert [s["log10_steps_per_100_pairs"] for s in result["slopes"]] == [pytest.approx(-0.2), pytest.approx(-0.1)]
+    with open(sweep / "grok_time.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["D"], r["grokked"], r["steps"]) for r in rows][:1] == [("1000", "False", "200000")]
+    assert (sweep / "grok_time.png").stat().st_size > 0

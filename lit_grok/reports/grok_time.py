@@ -1,0 +1,86 @@
+"""Time to grok against the training-set size (the paper's first difficulty, section 5.3): is the growth
+faster than exponential as D falls?
+
+Reads a sweep's ``summary.csv`` whose runs trained from scratch at several D (and seeds) and stopped at
+``events/grokked_step`` (the first validation with val/acc >= the GrokEvents threshold); a run that
+never grokked records -1 and the step it stopped at, a lower bound. Exponential growth as D falls is a
+straight line of log10(steps) against D; faster than exponential is a line that steepens towards small
+D. The report gives the slope of log10(median steps) per 100 pairs between neighbouring sizes, smallest
+D first, so a steepening shows as slopes that grow in size, and writes ``grok_time.csv`` and
+``grok_time.png``.
+
+    python -m lit_grok.reports.grok_time logs/grok-time
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections import defaultdict
+from pathlib import Path
+from statistics import median
+
+from lit_grok.reports import main, new_figure, read_summary, save_figure
+
+TAG = "grok_time/steps_vs_train_size"  # the figure's TensorBoard tag
+
+
+def load(sweep_dir: Path) -> list[dict]:
+    """One row per run: D, seed, grokked (bool), steps (the grok step, or the last step when it never grokked)."""
+    rows = read_summary(sweep_dir, ("events/grokked_step", "step"))
+    out = []
+    for row in rows:
+        grokked = row["events/grokked_step"] >= 0
+        out.append({"run": row["run"], "D": int(row["data.init_args.train_size"]),
+                    "seed": int(row.get("seed_everything") or 0), "grokked": grokked,
+                    "steps": int(row["events/grokked_step"] if grokked else row["step"])})
+    return sorted(out, key=lambda r: (r["D"], r["seed"]))
+
+
+def slopes(rows: list[dict]) -> list[dict]:
+    """Between neighbouring sizes where every run grokked: the slope of log10(median steps) per 100 pairs
+    (negative: fewer steps with more data), smallest D first."""
+    by_d = defaultdict(list)
+    for row in rows:
+        by_d[row["D"]].append(row)
+    sizes = sorted(d for d, runs in by_d.items() if all(r["grokked"] for r in runs))
+    med = {d: median(r["steps"] for r in by_d[d]) for d in sizes}
+    return [{"from_D": d0, "to_D": d1,
+             "log10_steps_per_100_pairs": (math.log10(med[d1]) - math.log10(med[d0])) / (d1 - d0) * 100}
+            for d0, d1 in zip(sizes, sizes[1:])]
+
+
+def figure(rows: list[dict]):
+    fig, ax = new_figure((6, 4))
+    for seed in sorted({r["seed"] for r in rows}):
+        runs = [r for r in rows if r["seed"] == seed]
+        ax.plot([r["D"] for r in runs if r["grokked"]], [r["steps"] for r in runs if r["grokked"]], "o-",
+                label=f"seed {seed}")
+        capped = [r for r in runs if not r["grokked"]]
+        if capped:
+            ax.plot([r["D"] for r in capped], [r["steps"] for r in capped], "^", color="grey",
+                    label=f"seed {seed}: not grokked by the cap (lower bound)")
+    ax.set(yscale="log", xlabel="training pairs D", ylabel="steps to val/acc >= 0.99")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def report(sweep_dir: Path) -> dict:
+    """Writes grok_time.csv, grok_time.json and grok_time.png in the sweep folder and the figure to TensorBoard."""
+    sweep_dir = Path(sweep_dir)
+    rows = load(sweep_dir)
+    with open(sweep_dir / "grok_time.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["run", "D", "seed", "grokked", "steps"])
+        writer.writeheader()
+        writer.writerows(rows)
+    result = {"runs": len(rows), "not_grokked": [r["run"] for r in rows if not r["grokked"]],
+              "slopes": slopes(rows)}
+    (sweep_dir / "grok_time.json").write_text(json.dumps(result, indent=1))
+    save_figure(figure(rows), sweep_dir, "grok_time.png", TAG)
+    return result
+
+
+if __name__ == "__main__":
+    main(report)
