@@ -315,3 +315,35 @@ def test_member_callback_states_are_matched_by_key_not_position():
     assert swap.swap_step == 5 and events.grokked_step == 40 and other.swap_step is None
     with pytest.warns(UserWarning, match="state for callbacks this run does not have"):
         Members([[GrokEvents()]]).load_state_dict(state)
+
+
+class CountBatches(pl.Callback):
+    """A callback that relies on a hook members never get."""
+
+    def on_train_batch_end(self, trainer, pl_module, *args) -> None:
+        pass
+
+
+def test_callbacks_that_rely_on_hooks_members_never_get_are_refused_in_one_line(tmp_path, capsys):
+    from pytorch_lightning.callbacks import EarlyStopping
+
+    from lit_grok.callbacks import PlateauDetector, StopOnConvergence, StopOnDivergence, TrainingCurves
+    from lit_grok.callbacks.members import MEMBER_HOOKS, unsupported_hooks
+
+    with pytest.raises(ValueError, match="CountBatches cannot watch an ensemble member: it implements "
+                                         "on_train_batch_end, which members never call"):
+        Members().share([CountBatches()], 2)
+    with pytest.raises(ValueError, match="EarlyStopping cannot watch an ensemble member: it implements setup"):
+        Members().share([EarlyStopping("val/loss")], 2)
+    with pytest.raises(ValueError, match="CountBatches cannot watch"):  # given per member, refused at setup
+        ensemble([(0, 0, 60, 1.0)], 10, Members([[CountBatches()]]))
+    # every per-member callback lit_grok ships keeps to the contract (StopOnDivergence says what it skips)
+    shipped = [CircuitEfficiency(), DatasetSwap(new_size=30, at_step=5), GrokEvents(), PlateauDetector(),
+               StopOnConvergence(), StopOnDivergence(), TrainingCurves()]
+    assert [unsupported_hooks(c) for c in shipped] == [[]] * len(shipped)
+    assert set(StopOnDivergence.member_hooks_unused).isdisjoint(MEMBER_HOOKS)
+    with pytest.raises(SystemExit):  # from a config: one line, no traceback
+        main(["fit", "-c", str(ROOT / "configs/cpu/ensemble.yaml"), "--trainer.logger=false",
+              "--trainer.callbacks+=pytorch_lightning.callbacks.LearningRateMonitor"])
+    err = capsys.readouterr().err
+    assert "error: LearningRateMonitor cannot watch an ensemble member" in err and "Traceback" not in err

@@ -30,6 +30,10 @@ class StopOnDivergence(pl.Callback):
     disk holds finite weights. The CLI adds it to every run.
     """
 
+    # an ensemble member is checked at validations only: the weights checked before a checkpoint are the
+    # ensemble's, and a member never raises
+    member_hooks_unused = ("on_train_batch_end", "on_exception")
+
     def __init__(self) -> None:
         self.diverged_step: Optional[int] = None
         self.what: str = ""

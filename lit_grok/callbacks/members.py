@@ -14,14 +14,37 @@ from pytorch_lightning.utilities import rank_zero_warn
 from torch import Tensor
 
 from lit_grok.callbacks.dataset_swap import DatasetSwap
+from lit_grok.callbacks.run_result import RunResult
 from lit_grok.loops import logging_step
+
+
+MEMBER_HOOKS = ("on_fit_start", "on_train_start", "on_train_epoch_end", "on_validation_epoch_end",
+                "on_validation_end", "on_fit_end")  # what a member's callback is called with, and nothing else
+_HOOKS = tuple(name for name in vars(pl.Callback) if name.startswith("on_") or name in ("setup", "teardown"))
+
+
+def unsupported_hooks(callback: pl.Callback) -> list[str]:
+    """The hooks a callback implements that ensemble members never call (so it would half-work on a member),
+    less those its class declares it can do without on a member (``member_hooks_unused``)."""
+    unused = set(getattr(callback, "member_hooks_unused", ()))
+    return [name for name in _HOOKS if name not in MEMBER_HOOKS and name not in unused
+            and getattr(type(callback), name) is not getattr(pl.Callback, name)]
+
+
+def check_member_callback(callback: pl.Callback) -> None:
+    """Refuses, in one line, a callback that ensemble members cannot run as it expects."""
+    missing = unsupported_hooks(callback)
+    if missing:
+        raise ValueError(f"{type(callback).__name__} cannot watch an ensemble member: it implements "
+                         f"{', '.join(missing)}, which members never call (they get {', '.join(MEMBER_HOOKS)}); use it "
+                         f"in single runs, or list the hooks it can do without in its class's member_hooks_unused.")
 
 
 def per_member(callback: pl.Callback) -> bool:
     """Whether a callback watches one run (lit_grok's GrokEvents, CircuitEfficiency, DatasetSwap, ..., and any
     user callback), so that each ensemble member gets its own copy; the Trainer's own (checkpoints, progress
     bars, model summary, config saving) stay with the ensemble."""
-    return not isinstance(callback, (Checkpoint, ProgressBar, ModelSummary, SaveConfigCallback, Members))
+    return not isinstance(callback, (Checkpoint, ProgressBar, ModelSummary, SaveConfigCallback, Members, RunResult))
 
 
 class MemberTrainer:
@@ -88,7 +111,9 @@ class Members(pl.Callback):
     """Runs single-run callbacks on each member of an ``EnsembleModule`` and logs each member as its own
     TensorBoard run, under the single-run metric names, so TensorBoard's run selector compares members.
 
-    A member's callbacks see its own metrics, data and run folder (``MemberTrainer``, ``MemberModule``):
+    A member's callbacks are called with the hooks in ``MEMBER_HOOKS`` only, and a callback that implements
+    any other (a batch hook, ``setup``, ...) is refused in one line unless its class lists it in
+    ``member_hooks_unused``. They see the member's own metrics, data and run folder (``MemberTrainer``, ``MemberModule``):
     grok events, efficiency, plateaus and a ``DatasetSwap`` to the member's own D' work as in a single run.
     A member whose callbacks stop it (``GrokEvents.stop_after``, ``StopOnConvergence``) stops training: its
     learning rate becomes 0 and it is no longer validated; the run stops when every member has.
@@ -111,6 +136,8 @@ class Members(pl.Callback):
 
     def share(self, callbacks: list[pl.Callback], n_members: int) -> None:
         """Gives every member its own copy of each of ``callbacks``."""
+        for callback in callbacks:
+            check_member_callback(callback)
         own = self.callbacks or [[] for _ in range(n_members)]
         self.callbacks = [list(mine) + [copy.deepcopy(c) for c in callbacks] for mine in own]
 
@@ -131,6 +158,7 @@ class Members(pl.Callback):
                 raise ValueError(f"Members has {len(values)} {name} for {k} members.")
         for mine in self.callbacks:
             for callback in mine:
+                check_member_callback(callback)
                 if isinstance(callback, DatasetSwap) and callback.reset_optimizer:
                     raise ValueError("DatasetSwap(reset_optimizer=True) is not supported in ensembles: the members "
                                      "share one optimiser state.")
