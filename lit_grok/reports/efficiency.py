@@ -41,7 +41,7 @@ TAG = "efficiency/norm_vs_loss"  # the figure's TensorBoard tag
 
 
 MONITOR = ("logits/train_margin", "norm/params")  # what configs/efficiency_base.yaml's StopOnConvergence watches
-RULES = ((4e-3, 10), (2e-3, 10), (1e-3, 10), (1e-3, 20))  # (rel_tol, window), loosest first; the last is the config's
+RULES = ((4e-3, 10), (2e-3, 10), (1e-3, 10))  # (rel_tol, window), loosest first; the last is the config's
 
 
 def rejections(row: dict) -> list[str]:
