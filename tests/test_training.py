@@ -188,3 +188,44 @@ def test_resuming_continues_the_checkpoints_own_run_folder(tiny_args):
     assert [s for s, _ in curves.history["val/acc"]] == [50, 100, 150, 200]  # the figure covers the whole run
     fresh = main(["fit", *tiny_args, "--trainer.max_steps=100"])  # without --ckpt_path: a new version
     assert Path(fresh.trainer.log_dir).name == "version_1"
+
+
+def _stateful_callbacks():
+    from lit_grok.callbacks import DatasetSwap, GrokEvents, PlateauDetector, StopOnConvergence, TrainingCurves
+
+    return [StopOnConvergence(rel_tol=1e-12, window=4),  # never fires: its history fills and slides
+            PlateauDetector(low=0.0, high=1.0, min_steps=10, memorised=0.0),  # always on a "plateau"
+            TrainingCurves(),
+            DatasetSwap(new_size=40, after_grokked=1000, threshold=0.0),  # a streak that grows, no swap
+            GrokEvents(threshold=0.5)]
+
+
+def test_callback_states_after_resume_equal_an_uninterrupted_runs(tmp_path):
+    from functools import partial
+
+    from lit_grok.callbacks import ModelCheckpoint
+    from lit_grok.model import Transformer
+
+    def fit(max_steps, ckpt_path=None):
+        torch.manual_seed(0)
+        data = ModularArithmeticDataModule("add", 13, train_size=80)
+        model = GrokkingModule(data.vocab_size, data.n_classes,
+                               network=partial(Transformer, n_layers=1, d_model=32, n_heads=4, d_mlp=64))
+        callbacks = _stateful_callbacks()
+        saver = ModelCheckpoint(dirpath=tmp_path, every_n_train_steps=30, save_top_k=-1)
+        trainer = pl.Trainer(max_steps=max_steps, max_epochs=-1, check_val_every_n_epoch=5, logger=False,
+                             num_sanity_val_steps=0, enable_progress_bar=False, enable_model_summary=False,
+                             callbacks=[*callbacks, saver], default_root_dir=tmp_path)
+        trainer.fit(model, data, ckpt_path=ckpt_path)
+        return callbacks
+
+    full = fit(60)
+    resumed = fit(60, ckpt_path=tmp_path / "epoch=29-step=30.ckpt")
+    for a, b in zip(full, resumed):
+        assert a.state_dict() == b.state_dict(), type(a).__name__
+    convergence, plateaus, curves, swap, events = resumed
+    assert len(convergence.history) == 4 and convergence.converged_step == -1
+    # the save at step 30 waited for step 30's validation: the resumed run has it, and does not run it again
+    assert [step for step, _ in curves.history["val/acc"]] == list(range(5, 65, 5))
+    assert swap.streak == 12 and swap.swap_step is None
+    assert [(p["start"], p["end"]) for p in plateaus.plateaus] == [(5, 60)]  # closed at fit end, all 12 points
