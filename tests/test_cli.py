@@ -112,3 +112,13 @@ def test_trainer_presets_compose_with_an_experiment(preset):
     if not on_cpu:
         assert cli.trainer.num_devices == spec["devices"]
     assert any(type(c).__name__ == "GrokEvents" for c in cli.trainer.callbacks)  # the experiment's callbacks stay
+
+
+@pytest.mark.parametrize("config", ["configs/cpu/grok.yaml", "configs/cpu/ensemble.yaml"])
+def test_sizes_are_linked_from_the_data_to_the_model(config):
+    sizes = "--data.init_args.train_fraction=0.5" if "grok" in config else "--data.init_args.train_sizes=[20,30,20,30,20,30]"
+    cli = main(["-c", str(ROOT / config), "--data.init_args.modulus=7", sizes, "--trainer.logger=false"], run=False)
+    assert (cli.model.hparams.vocab_size, cli.model.hparams.n_classes) == (8, 7)  # P tokens and "=", P classes
+    tokens = cli.datamodule.tokens  # [49, 3]; an ensemble takes [K, B, 3]
+    logits = cli.model.net(tokens.expand(6, -1, -1) if "ensemble" in config else tokens)
+    assert logits.shape[-1] == 7 and logits.shape[-2] == 49  # every pair of Z_7

@@ -27,7 +27,9 @@ def test_split_is_disjoint_and_complete():
 
 
 def test_train_fraction_rounds_to_a_count():
-    assert dm(train_size=None, train_fraction=0.3).train_size == round(0.3 * 121)
+    assert dm(train_size=None, train_fraction=0.3).train_size == 36  # 36.3 pairs of 121
+    assert dm(train_size=None, train_fraction=0.5).train_size == 60  # 60.5: half to even, as Python's round
+    assert dm(train_size=None, train_fraction=1.0).train_size == 121
 
 
 def test_split_is_determined_by_data_seed_alone():
@@ -55,8 +57,11 @@ def test_full_batch_yields_the_whole_training_set_once():
     assert len(batches) == 1 and len(d.train_dataloader()) == 1
     tokens, answers, n = batches[0]
     assert torch.equal(tokens, d.tokens[d.train_indices]) and n == 40
+    assert torch.equal(answers, (tokens[:, 0] + tokens[:, 1]) % 11)  # the task's answers, row for row
     val, train_eval = d.val_dataloader()
-    assert len(next(iter(val))[1]) == 81 and len(next(iter(train_eval))[1]) == 40
+    val_tokens, val_answers, _ = next(iter(val))
+    assert torch.equal(val_tokens, d.tokens[d.val_indices]) and torch.equal(val_answers, d.answers[d.val_indices])
+    assert len(val_answers) == 81 and torch.equal(next(iter(train_eval))[0], tokens)
 
 
 def test_minibatches_are_seeded_shuffles_that_cover_the_set():

@@ -57,12 +57,25 @@ def test_swap_can_keep_the_original_validation_set(tmp_path):
     assert data.train_size == 40 and torch.equal(data.val_indices, data_before.val_indices)
 
 
+class ValAcc(pl.Callback):
+    """Records (step, val/acc) at every validation."""
+
+    def __init__(self) -> None:
+        self.seen = []
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if not trainer.sanity_checking and "val/acc" in trainer.callback_metrics:
+            self.seen.append((trainer.global_step, float(trainer.callback_metrics["val/acc"])))
+
+
 def test_swap_once_grokked(tiny_args):
     cli = main([*tiny_args, "--trainer.max_steps=1500", "--trainer.check_val_every_n_epoch=25"], run=False)
-    sizes, swap = BatchSizes(), DatasetSwap(new_fraction=0.5, after_grokked=2)
-    cli.trainer.callbacks.extend([sizes, swap])
+    sizes, swap, watch = BatchSizes(), DatasetSwap(new_fraction=0.5, after_grokked=2), ValAcc()
+    cli.trainer.callbacks.extend([sizes, swap, watch])
     cli.trainer.fit(cli.model, cli.datamodule)
-    assert swap.swap_step is not None and 0 < swap.swap_step < 1500
+    # the swap comes at the second validation in a row with val/acc >= 0.99, and not before
+    streaks = [s for (s, a), (_, prev) in zip(watch.seen[1:], watch.seen) if a >= 0.99 and prev >= 0.99]
+    assert swap.swap_step == streaks[0] and 0 < swap.swap_step < 1500
     changes = [i for i in range(1, len(sizes.sizes)) if sizes.sizes[i] != sizes.sizes[i - 1]]
     assert changes == [swap.swap_step] and sizes.sizes[-1] == 185
 
@@ -141,3 +154,13 @@ def test_two_swaps_in_one_run_keep_their_own_checkpoint_state(tmp_path):
     fit([first, second, checkpoint], 10, None, enable_checkpointing=True)
     states = torch.load(tmp_path / "last.ckpt", weights_only=False)["callbacks"]
     assert states[first.state_key]["swap_step"] == 4 and states[second.state_key]["swap_step"] == 8
+
+
+def test_reset_optimizer_clears_adamw_state_at_the_swap_in_a_single_run(tmp_path):
+    kept, model_kept, _ = fit([DatasetSwap(new_size=40, at_step=6)], 10, tmp_path, enable_checkpointing=False)
+    reset, model_reset, data = fit([DatasetSwap(new_size=40, at_step=6, reset_optimizer=True)], 10, tmp_path,
+                                   enable_checkpointing=False)
+    states = [next(iter(t.optimizers[0].state.values())) for t in (kept, reset)]
+    assert float(states[0]["step"]) == 10 and float(states[1]["step"]) == 4  # moments restarted after step 6
+    assert data.train_size == 40
+    assert not torch.equal(next(model_kept.parameters()), next(model_reset.parameters()))

@@ -347,3 +347,50 @@ def test_callbacks_that_rely_on_hooks_members_never_get_are_refused_in_one_line(
               "--trainer.callbacks+=pytorch_lightning.callbacks.LearningRateMonitor"])
     err = capsys.readouterr().err
     assert "error: LearningRateMonitor cannot watch an ensemble member" in err and "Traceback" not in err
+
+
+def test_members_stop_through_grok_events_and_convergence_as_their_single_runs_do():
+    from lit_grok.callbacks import StopOnConvergence
+
+    # member 0 "groks" at its first validation (threshold 0.01) and stops 20 steps later; member 1 converges
+    # once data/train_size has been the same at 5 validations (steps 10..50)
+    callbacks = Members([[GrokEvents(threshold=0.01, stop_after=20)],
+                         [StopOnConvergence(monitor=("data/train_size",), window=5)]])
+    model, trainer = ensemble([(0, 0, 60, 1.0), (1, 5, 90, 0.3)], 100, callbacks)
+    assert callbacks.stopped_steps == [30, 50] and trainer.global_step == 50
+    assert callbacks.callbacks[0][0].grokked_step == 10 and callbacks.callbacks[1][0].converged_step == 50
+    for k, steps in ((0, 30), (1, 50)):
+        events = GrokEvents(threshold=0.01, stop_after=20) if k == 0 else StopOnConvergence(("data/train_size",), window=5)
+        seed, data_seed, size, wd = [(0, 0, 60, 1.0), (1, 5, 90, 0.3)][k]
+        alone, _, run = single(seed, data_seed, size, wd, 100, callbacks=[events])
+        assert run.global_step == steps  # the single run stops at the same step
+        for name, value in alone.net.state_dict().items():  # float32 rounding, over 30 and 50 steps
+            torch.testing.assert_close(model.net.member_state_dict(k)[name], value, rtol=1e-4, atol=1e-5)
+
+
+def test_from_modules_refuses_what_an_ensemble_cannot_reproduce():
+    data = ModularArithmeticDataModule("add", 13, train_size=60)
+
+    def module(optimizer=partial(torch.optim.AdamW, lr=1e-3), **kw):
+        return GrokkingModule(data.vocab_size, data.n_classes, network=partial(Transformer, **NET),
+                              optimizer=optimizer, **kw)
+
+    plain = module()
+    for other, message in [
+        (module(optimizer=partial(torch.optim.SGD, lr=0.1)), "ensembles train with plain AdamW, got SGD"),
+        (module(optimizer=partial(torch.optim.AdamW, lr=1e-3, amsgrad=True)), "ensembles train with plain AdamW"),
+        (module(optimizer=partial(torch.optim.AdamW, lr=1e-3, betas=(0.9, 0.99))), "must share their betas"),
+        (module(optimizer=partial(torch.optim.AdamW, lr=1e-3, eps=1e-6)), "must share their eps"),
+        (module(loss_dtype="float32"), "must share their loss dtype"),
+        (GrokkingModule(data.vocab_size, data.n_classes, network=partial(Transformer, **{**NET, "d_mlp": 32})), ""),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            EnsembleModule.from_modules([plain, other])
+
+
+def test_the_command_line_routes_sweep_to_the_sweep_runner(capsys, tmp_path):
+    with pytest.raises(SystemExit) as exit_:
+        main(["sweep", "--help"])
+    assert exit_.value.code == 0 and "--max_members" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="error: base config 'missing.yaml' does not exist"):
+        main(["sweep", "missing.yaml", "x", "--grids", '[{"seed_everything": [0]}]'])
