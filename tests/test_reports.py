@@ -95,3 +95,18 @@ def test_grok_time_report_gives_slopes_of_log_steps_and_keeps_capped_runs_apart(
         rows = list(csv.DictReader(f))
     assert [(r["D"], r["grokked"], r["steps"]) for r in rows][:1] == [("1000", "False", "200000")]
     assert (sweep / "grok_time.png").stat().st_size > 0
+
+
+def test_d_crit_crossings_are_log_interpolated_means_over_seeds(tmp_path):
+    from lit_grok.reports.d_crit import crossing, semigrok_crossing, ungrok_crossings
+
+    assert crossing({100: 0.0, 200: 1.0}) == pytest.approx(200 / 2**0.5)  # halfway in log D
+    assert crossing({100: 0.6, 200: 1.0}) is None and crossing({100: 0.1, 200: 0.4}) is None
+    with open(tmp_path / "summary.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["run", "model.init_args.optimizer.init_args.weight_decay", "data.init_args.train_size", "val/acc"])
+        writer.writerows([["a", 1.0, 100, 0.0], ["b", 1.0, 400, 0.8], ["c", 1.0, 400, 1.0],  # mean 0.9 at 400
+                          ["d", 2.0, 100, 0.2], ["e", 2.0, 400, 0.2]])
+    crossings = ungrok_crossings(tmp_path / "summary.csv")
+    assert crossings[1.0] == pytest.approx(100 * 4 ** (0.5 / 0.9)) and crossings[2.0] is None
+    assert semigrok_crossing(tmp_path / "summary.csv") == pytest.approx(100 * 4 ** (0.4 / (2 / 3 - 0.1)))  # 0.1 -> 0.667
