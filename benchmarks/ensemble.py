@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import platform
 import sys
+from functools import partial
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -23,7 +24,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for benchmarks.throughput
 from benchmarks.throughput import WARMUP, _Clock, lit_grok_steps_per_s
-from lit_grok import ModularArithmeticDataModule
+from lit_grok import ModularArithmeticDataModule, Transformer
 from lit_grok.runs import quiet_lightning_warnings
 from lit_grok.ensemble_module import EnsembleDataModule, EnsembleModule
 
@@ -32,7 +33,7 @@ def ensemble_steps_per_s(k: int, modulus: int, train_size: int, steps: int, acce
                          **net: int) -> float:
     """Steps/s of K members (seeds and data seeds 0..K-1) on the Trainer; ``net`` overrides the sizes."""
     data = EnsembleDataModule("add", modulus, [train_size] * k, data_seeds=list(range(k)))
-    model = EnsembleModule(data.vocab_size, data.n_classes, k, **net)
+    model = EnsembleModule(data.vocab_size, data.n_classes, k, network=partial(Transformer, **net))
     clock = _Clock()
     trainer = pl.Trainer(max_steps=steps, max_epochs=-1, accelerator=accelerator, devices=1, logger=False,
                          enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,

@@ -15,7 +15,7 @@ from lit_grok import branching
 from lit_grok.data import ModularArithmeticDataModule
 from lit_grok.ensemble import EnsembleAdamW, EnsembleTransformer, member_loss, padded_batch, stack_networks
 from lit_grok.model import Transformer
-from lit_grok.module import SPLITS, GrokkingModule
+from lit_grok.module import SPLITS, GrokkingModule, NetworkCallable, describe, resolve
 
 EnsembleBatch = tuple[Tensor, Tensor, Tensor]  # tokens [K, B, 3], answers [K, B], mask [K, B]
 
@@ -70,8 +70,8 @@ class EnsembleDataModule(pl.LightningDataModule):
 
     @classmethod
     def from_datamodules(cls, members: list[ModularArithmeticDataModule]) -> "EnsembleDataModule":
-        """The ensemble of K single-run DataModules (their splits as they are); they must share task and
-        modulus and be full batch."""
+        """The ensemble of K single-run DataModules, built by the constructor from their settings and then
+        holding the modules themselves; they must share task and modulus and be full batch."""
         first = members[0]
         for m in members:
             if (m.operation, m.modulus) != (first.operation, first.modulus):
@@ -79,13 +79,9 @@ class EnsembleDataModule(pl.LightningDataModule):
                                  f"beside {first.operation} mod {first.modulus}.")
             if m.batch_size is not None:
                 raise ValueError(f"ensembles train full batch; a member has batch_size={m.batch_size}.")
-        ensemble = cls.__new__(cls)  # the members exist already: build none
-        pl.LightningDataModule.__init__(ensemble)
-        ensemble.save_hyperparameters({"operation": first.operation, "modulus": first.modulus,
-                                       "train_sizes": [m.train_size for m in members],
-                                       "data_seeds": [m.data_seed for m in members],
-                                       "random_labels": [m.random_labels for m in members]})
-        ensemble._use(members)
+        ensemble = cls(first.operation, first.modulus, [m.train_size for m in members],
+                       [m.data_seed for m in members], [m.random_labels for m in members])
+        ensemble._use(members)  # the members as they are (the same splits: a split follows from D and data seed)
         return ensemble
 
     def _use(self, members: list[ModularArithmeticDataModule]) -> None:
@@ -130,8 +126,8 @@ class EnsembleDataModule(pl.LightningDataModule):
 
 
 class EnsembleModule(pl.LightningModule):
-    """K networks trained together, each with its own seed, learning rate and weight decay: from the CLI, K
-    paper transformers of the shape given; from Python (``from_modules``), any K single-run modules.
+    """K networks trained together, each with its own seed, learning rate and weight decay. The constructor
+    describes any group, so the CLI, ``from_modules`` and ``load_from_checkpoint`` all build it one way.
 
     At each validation it measures, per member, the single run's metrics (``val/*``, ``train/*``,
     ``norm/params``, ``data/train_size``) into ``member_metrics`` (name -> [K] tensor), which the
@@ -140,8 +136,10 @@ class EnsembleModule(pl.LightningModule):
 
     Args:
         vocab_size, n_classes, n_members: linked from EnsembleDataModule by the CLI.
-        seeds: each member's initialisation seed (default 0..K-1).
-        n_layers, d_model, n_heads, d_mlp: the members' shape (the paper's by default).
+        seeds: each member's initialisation seed (default 0..K-1): member k is ``network`` built right after
+            ``torch.manual_seed(seeds[k])``, as a single run with ``seed_everything: seeds[k]`` builds it.
+        network: every member's network, as in GrokkingModule (the paper's transformer by default; any
+            network without buffers trains through ``torch.func.vmap``).
         lr, weight_decay: AdamW's, one value for all members or one per member.
         betas, eps: AdamW's.
         loss_dtype: the cross-entropy's dtype.
@@ -151,22 +149,23 @@ class EnsembleModule(pl.LightningModule):
     """
 
     def __init__(self, vocab_size: int, n_classes: int, n_members: int, seeds: Optional[list[int]] = None,
-                 n_layers: int = 1, d_model: int = 128, n_heads: int = 4, d_mlp: int = 512,
-                 lr: Union[float, list[float]] = 1e-3, weight_decay: Union[float, list[float]] = 1.0,
-                 betas: tuple[float, float] = (0.9, 0.98), eps: float = 1e-8,
-                 loss_dtype: Literal["float64", "float32"] = "float64", init_from: Optional[str] = None) -> None:
+                 network: NetworkCallable = Transformer, lr: Union[float, list[float]] = 1e-3,
+                 weight_decay: Union[float, list[float]] = 1.0, betas: tuple[float, float] = (0.9, 0.98),
+                 eps: float = 1e-8, loss_dtype: Literal["float64", "float32"] = "float64",
+                 init_from: Optional[str] = None) -> None:
         super().__init__()
         self.save_hyperparameters()
+        self.hparams.update(network=describe(self.hparams.network))
         seeds = list(range(n_members)) if seeds is None else _per_member(seeds, n_members, "seeds")
         checkpoint = None if init_from is None else branching.read_checkpoint(init_from)
         self.init_from = init_from
         self.init_task = None if checkpoint is None else branching.task_of(checkpoint)
         start = None if checkpoint is None else branching.network_state(checkpoint, init_from)  # every member's
+        build = resolve(network)
         members = []
         for seed in seeds:
             torch.manual_seed(seed)
-            members.append(Transformer(vocab_size, n_classes, n_layers=n_layers, d_model=d_model, n_heads=n_heads,
-                                       d_mlp=d_mlp))
+            members.append(build(vocab_size, n_classes))
             if start is not None:
                 branching.load_network(members[-1], start, init_from)
         lrs, decays = _per_member(lr, n_members, "lr"), _per_member(weight_decay, n_members, "weight_decay")
@@ -174,9 +173,9 @@ class EnsembleModule(pl.LightningModule):
             raise ValueError(f"every member needs lr > 0 and weight_decay >= 0, got lr={lrs}, weight_decay={decays}.")
         if not all(0 <= b < 1 for b in betas):
             raise ValueError(f"betas must lie in [0, 1), got {list(betas)}.")
-        shape = dict(n_layers=n_layers, d_model=d_model, n_heads=n_heads, d_mlp=d_mlp)
-        self._setup(EnsembleTransformer(members), lrs, decays, loss_dtype,
-                    [dict(seed=s, **shape, lr=r, weight_decay=w, betas=betas, eps=eps) for s, r, w in zip(seeds, lrs, decays)])
+        self._setup(stack_networks(members), lrs, decays, loss_dtype,  # refuses what cannot be stacked
+                    [dict(seed=s, network=self.hparams.network, lr=r, weight_decay=w, betas=betas, eps=eps)
+                     for s, r, w in zip(seeds, lrs, decays)])
 
     def _setup(self, net: nn.Module, lrs: list[float], decays: list[float], loss_dtype: str,
                member_hparams: list[dict[str, Any]]) -> None:
@@ -192,13 +191,12 @@ class EnsembleModule(pl.LightningModule):
 
     @classmethod
     def from_modules(cls, modules: list[GrokkingModule], seeds: Optional[list[int]] = None) -> "EnsembleModule":
-        """The ensemble of K initialised single-run modules (any network: the paper's transformer is stacked by
-        hand, others through vmap): each member starts from its module's parameters and trains with its
-        module's AdamW settings, so it follows its single run (to float32 rounding).
+        """The ensemble of K initialised single-run modules: built by the constructor from their settings,
+        then each member takes its module's parameters as they are, so it follows its single run (to float32
+        rounding) and the result loads back with ``EnsembleModule.load_from_checkpoint``.
 
         Raises ValueError for what an ensemble cannot reproduce: another optimiser than AdamW, differing
-        networks, betas, eps or loss dtype, or a warm-up. Its hyperparameters describe the members, so it is
-        restored by building it again from its modules and loading the weights, not by load_from_checkpoint.
+        networks, betas, eps or loss dtype, a warm-up, or an optimiser state carried over by a branch.
         """
         settings = []
         for m in modules:
@@ -217,18 +215,14 @@ class EnsembleModule(pl.LightningModule):
         for i, name in ((2, "betas"), (3, "eps"), (4, "loss dtype")):
             if any(s[i] != settings[0][i] for s in settings):
                 raise ValueError(f"ensemble members must share their {name}, got {[s[i] for s in settings]}.")
-        net = stack_networks([m.net for m in modules])  # refuses differing architectures
-        lrs, decays = [s[0] for s in settings], [s[1] for s in settings]
-        _, _, betas, eps, loss_dtype = settings[0]
-        ensemble = cls.__new__(cls)
-        pl.LightningModule.__init__(ensemble)
+        weights = stack_networks([m.net for m in modules])  # refuses differing architectures: the first's describes all
         first = modules[0]
-        ensemble.save_hyperparameters({"vocab_size": first.hparams.vocab_size, "n_classes": first.hparams.n_classes,
-                                       "n_members": len(modules), "seeds": seeds, "network": first.hparams.network,
-                                       "lr": lrs, "weight_decay": decays, "betas": betas, "eps": eps,
-                                       "loss_dtype": loss_dtype})
-        ensemble._setup(net, lrs, decays, loss_dtype, [dict(m.hparams) for m in modules])
-        ensemble.init_from, ensemble.init_task = first.init_from, first.init_task
+        ensemble = cls(first.hparams.vocab_size, first.hparams.n_classes, len(modules), seeds=seeds,
+                       network=first.hparams.network, lr=[s[0] for s in settings],
+                       weight_decay=[s[1] for s in settings], betas=settings[0][2], eps=settings[0][3],
+                       loss_dtype=settings[0][4], init_from=first.init_from)
+        ensemble.net.load_state_dict(weights.state_dict())
+        ensemble.member_hparams = [dict(m.hparams) for m in modules]
         return ensemble
 
     def check_data(self, datamodule: Any) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import importlib
 from typing import Any, Callable, Literal, Optional
 
 import pytorch_lightning as pl
@@ -34,6 +35,15 @@ def describe(fn: Any) -> Any:
     if isinstance(fn, functools.partial):
         return {"class_path": describe(fn.func)["class_path"], "init_args": dict(fn.keywords)}
     return {"class_path": f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"}
+
+
+def resolve(fn: Any) -> Any:
+    """The inverse of ``describe``: a ``{"class_path", "init_args"}`` description as a callable (so that
+    ``load_from_checkpoint`` rebuilds a module whose hyperparameters hold one); anything else as it is."""
+    if isinstance(fn, dict) and "class_path" in fn:
+        module_name, _, name = fn["class_path"].rpartition(".")
+        return functools.partial(getattr(importlib.import_module(module_name), name), **fn.get("init_args", {}))
+    return fn
 
 
 def parameter_norm(module: nn.Module) -> Tensor:
@@ -87,7 +97,7 @@ class GrokkingModule(pl.LightningModule):
             raise ValueError("init_optimizer needs init_from: the checkpoint whose optimiser state to start from.")
         self.save_hyperparameters()
         self.hparams.update(network=describe(self.hparams.network), optimizer=describe(self.hparams.optimizer))
-        self.net = network(vocab_size, n_classes)
+        self.net = resolve(network)(vocab_size, n_classes)
         self.init_task: Optional[dict[str, Any]] = None
         self._init_optimizer_state: Optional[dict[str, Any]] = None
         if init_from is not None:
@@ -99,7 +109,7 @@ class GrokkingModule(pl.LightningModule):
                     raise ValueError(f"init_optimizer: {init_from!r} holds no optimiser state (a weights-only save).")
                 self._init_optimizer_state = checkpoint["optimizer_states"][0]
         self.init_from, self.init_optimizer = init_from, init_optimizer
-        self.make_optimizer = optimizer or paper_adamw
+        self.make_optimizer = resolve(optimizer) or paper_adamw
         try:  # bad settings fail when the config is built, not deep inside fit
             check_optimizer(self.make_optimizer(self.net.parameters()))
         except ValueError as error:

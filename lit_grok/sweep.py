@@ -186,7 +186,7 @@ def execute_group(base: str, overrides: list[dict[str, Any]], log_dirs: list[Pat
     folder = group_checkpoints(log_dirs)  # last.ckpt every 1000 steps and on a crash; resumed from on a rerun
     checkpoint = ModelCheckpoint(dirpath=folder, save_top_k=0, save_last=True, every_n_train_steps=1000,
                                  save_on_exception=True)
-    trainer_args = {**clis[0]._get(clis[0].config_init, "trainer"), "callbacks": [members, checkpoint],
+    trainer_args = {**clis[0].config_init["trainer"], "callbacks": [members, checkpoint],
                     "logger": False, "enable_checkpointing": True, "enable_progress_bar": False,
                     "enable_model_summary": False}
     for cli, log_dir in zip(clis, log_dirs):  # as SaveConfigCallback writes it for a single run

@@ -58,7 +58,7 @@ def test_every_pair_trains_without_a_held_out_set_and_every_callback_copes():
 
 def test_an_ensemble_member_on_every_pair_has_no_val_metrics_and_the_others_do():
     data = EnsembleDataModule("add", 11, train_sizes=[121, 60])
-    model = EnsembleModule(data.vocab_size, data.n_classes, data.n_members, d_model=16, n_heads=2, d_mlp=32)
+    model = EnsembleModule(data.vocab_size, data.n_classes, data.n_members, network=NET)
     from lit_grok.callbacks import Members
     members = Members()
     t = trainer(10, [members])
@@ -69,7 +69,7 @@ def test_an_ensemble_member_on_every_pair_has_no_val_metrics_and_the_others_do()
     assert float(t.callback_metrics["members/val_acc"]) == pytest.approx(float(second["val/acc"]))
     every = EnsembleDataModule("add", 11, train_sizes=[121, 121])
     t = trainer(10, [Members()])
-    t.fit(EnsembleModule(every.vocab_size, every.n_classes, 2, d_model=16, n_heads=2, d_mlp=32), every)
+    t.fit(EnsembleModule(every.vocab_size, every.n_classes, 2, network=NET), every)
     assert "members/val_acc" not in t.callback_metrics and "members/train_acc" in t.callback_metrics
 
 
@@ -105,7 +105,7 @@ def test_a_branch_can_carry_the_optimiser_state_but_keeps_its_own_settings(tmp_p
 def test_ensemble_members_branch_from_one_network(tmp_path):
     path = pretrained(tmp_path)
     saved = torch.load(path, weights_only=True)["state_dict"]
-    model = EnsembleModule(12, 11, 3, d_model=16, n_heads=2, d_mlp=32, init_from=str(path),
+    model = EnsembleModule(12, 11, 3, network=NET, init_from=str(path),
                            weight_decay=[0.5, 1.0, 2.0])
     for k in range(3):
         member = model.member_net(k).state_dict()

@@ -64,7 +64,7 @@ def test_the_command_line_exits_non_zero_with_one_line(tmp_path):
 
 def test_an_ensemble_freezes_a_diverged_member_and_the_others_go_on():
     data = EnsembleDataModule("add", 11, train_sizes=[60, 60])
-    model = EnsembleModule(data.vocab_size, data.n_classes, 2, d_model=16, n_heads=2, d_mlp=32)
+    model = EnsembleModule(data.vocab_size, data.n_classes, 2, network=partial(Transformer, d_model=16, n_heads=2, d_mlp=32))
 
     class PoisonMember(pl.Callback):
         def on_train_batch_end(self, trainer, pl_module, *args) -> None:

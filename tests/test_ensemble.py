@@ -72,7 +72,7 @@ def test_ensemble_module_logs_each_member_as_a_run_matching_its_single_run(tmp_p
 
     net = dict(n_layers=1, d_model=32, n_heads=4, d_mlp=64)
     args = ["fit", "--model=lit_grok.ensemble_module.EnsembleModule", "--model.seeds=[0,1]", "--model.lr=3.0e-3",
-            "--model.weight_decay=[1.0,0.3]", *[f"--model.{k}={v}" for k, v in net.items()],
+            "--model.weight_decay=[1.0,0.3]", "--model.network=lit_grok.Transformer", *[f"--model.network.{k}={v}" for k, v in net.items()],
             "--data=lit_grok.ensemble_module.EnsembleDataModule", "--data.modulus=13", "--data.train_sizes=[60,90]",
             "--data.data_seeds=[0,5]", "--trainer.max_steps=20", "--trainer.check_val_every_n_epoch=10",
             "--trainer.enable_checkpointing=false", "--trainer.enable_progress_bar=false",
@@ -129,7 +129,35 @@ def test_per_member_learning_rates_move_with_the_model():
     """They are buffers, so on a GPU the optimiser step finds them on the device (no host copy per step)."""
     from lit_grok.ensemble_module import EnsembleModule
 
-    model = EnsembleModule(12, 11, 2, d_model=16, n_heads=2, d_mlp=32, lr=[1e-3, 2e-3], weight_decay=[1.0, 0.5])
+    model = EnsembleModule(12, 11, 2, network=partial(Transformer, d_model=16, n_heads=2, d_mlp=32), lr=[1e-3, 2e-3], weight_decay=[1.0, 0.5])
     assert "lr" not in model.state_dict() and model.lr.tolist() == [1e-3, 2e-3]
     model.to("meta")
     assert model.lr.device.type == "meta" and model.weight_decay.device.type == "meta"
+
+
+def test_an_ensemble_built_from_modules_loads_back_with_lightnings_own_api(tmp_path):
+    from lit_grok import MLP
+    from lit_grok.ensemble_module import EnsembleDataModule, EnsembleModule
+
+    for network in (partial(Transformer, d_model=16, n_heads=2, d_mlp=32), partial(MLP, d_embed=8, hidden=(16,))):
+        modules = []
+        for seed, wd in ((3, 1.0), (4, 0.5)):
+            torch.manual_seed(seed)
+            modules.append(GrokkingModule(12, 11, network=network, optimizer=partial(torch.optim.AdamW, lr=2e-3,
+                                                                                      weight_decay=wd)))
+        model = EnsembleModule.from_modules(modules, seeds=[3, 4])
+        # the constructor alone, from the same settings and seeds, builds the same members
+        again = EnsembleModule(12, 11, 2, seeds=[3, 4], network=network, lr=2e-3, weight_decay=[1.0, 0.5])
+        for name, value in model.net.state_dict().items():
+            assert torch.equal(again.net.state_dict()[name], value), name
+        data = EnsembleDataModule("add", 11, [30, 40])
+        trainer = pl.Trainer(max_steps=3, max_epochs=-1, logger=False, enable_progress_bar=False,
+                             enable_model_summary=False, num_sanity_val_steps=0, default_root_dir=tmp_path,
+                             check_val_every_n_epoch=1)
+        trainer.fit(model, data)
+        trainer.save_checkpoint(tmp_path / "ensemble.ckpt")
+        loaded = EnsembleModule.load_from_checkpoint(tmp_path / "ensemble.ckpt")
+        assert loaded.hparams.weight_decay == [1.0, 0.5] and loaded.hparams.seeds == [3, 4]
+        for name, value in model.net.state_dict().items():
+            assert torch.equal(loaded.net.state_dict()[name], value), name
+        assert torch.equal(loaded.weight_decay, model.weight_decay)

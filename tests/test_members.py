@@ -115,7 +115,7 @@ def test_members_refuse_what_an_ensemble_cannot_do():
 
 def test_the_cli_gives_each_member_a_copy_of_the_configs_callbacks(tmp_path):
     args = ["fit", "--model=lit_grok.ensemble_module.EnsembleModule", "--model.seeds=[0,1]", "--model.lr=3.0e-3",
-            *[f"--model.{k}={v}" for k, v in NET.items()], "--data=lit_grok.ensemble_module.EnsembleDataModule",
+            "--model.network=lit_grok.Transformer", *[f"--model.network.{k}={v}" for k, v in NET.items()], "--data=lit_grok.ensemble_module.EnsembleDataModule",
             "--data.modulus=13", "--data.train_sizes=[60,90]", "--trainer.max_steps=20",
             "--trainer.check_val_every_n_epoch=10", "--trainer.enable_checkpointing=false",
             "--trainer.enable_progress_bar=false", f"--trainer.logger.init_args.save_dir={tmp_path}",
@@ -179,7 +179,7 @@ def test_runs_group_only_when_they_differ_in_member_keys():
 def test_an_ensemble_resumes_exactly_with_its_members_state(tmp_path):
     def run(save_dir, steps, *extra):
         return main(["fit", "--model=lit_grok.ensemble_module.EnsembleModule", "--model.seeds=[0,1]",
-                     "--model.lr=3.0e-3", "--model.weight_decay=[1.0,0.3]", *[f"--model.{k}={v}" for k, v in NET.items()],
+                     "--model.lr=3.0e-3", "--model.weight_decay=[1.0,0.3]", "--model.network=lit_grok.Transformer", *[f"--model.network.{k}={v}" for k, v in NET.items()],
                      "--data=lit_grok.ensemble_module.EnsembleDataModule", "--data.modulus=13",
                      "--data.train_sizes=[60,90]", f"--trainer.max_steps={steps}",
                      "--trainer.check_val_every_n_epoch=10", "--trainer.enable_progress_bar=false",
@@ -285,7 +285,7 @@ class NormAtFitEnd(pl.Callback):
 def test_a_member_network_first_built_under_inference_mode_can_be_refreshed_outside_it():
     from lit_grok.callbacks.members import MemberModule
 
-    model = EnsembleModule(14, 13, 2, **NET)
+    model = EnsembleModule(14, 13, 2, network=partial(Transformer, **NET))
     nets: dict = {}
     with torch.inference_mode():  # as a hook called inside Lightning's evaluation loop would
         MemberModule(model, 0, {}, nets).net
