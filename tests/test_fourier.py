@@ -1,0 +1,77 @@
+"""Nanda et al.'s progress measures (lit_grok.callbacks.ProgressMeasures) on constructed inputs and in a run."""
+
+import math
+
+import pytest
+import pytorch_lightning as pl
+import torch
+
+from lit_grok import GrokkingModule, ModularArithmeticDataModule
+from lit_grok.callbacks import ProgressMeasures
+from lit_grok.callbacks.fourier import cosine_terms, embedding_spectrum, fourier_basis, ipr, key_frequencies
+from lit_grok.tasks import OPERATIONS
+
+
+@pytest.mark.parametrize("p", [7, 8])
+def test_the_fourier_basis_is_orthonormal_and_orthogonal_to_constants(p):
+    basis, freqs = fourier_basis(p)
+    assert basis.shape == (p - 1, p) and freqs.tolist()[:2] == [1, 1] and int(freqs.max()) == p // 2
+    torch.testing.assert_close(basis @ basis.T, torch.eye(p - 1, dtype=torch.float64))
+    assert basis.sum(1).abs().max() < 1e-12
+
+
+def test_an_embedding_built_from_two_frequencies_has_those_as_its_key_frequencies():
+    p, n = 13, torch.arange(13, dtype=torch.float64)
+    waves = [torch.cos(2 * math.pi * 3 * n / p), torch.sin(2 * math.pi * 3 * n / p), torch.cos(2 * math.pi * 5 * n / p)]
+    weight = torch.stack([3 * waves[0], 3 * waves[1], waves[2], torch.ones(p)], 1)  # + a constant column
+    energies = embedding_spectrum(weight)
+    assert energies.shape == (6,) and energies[[0, 1, 3, 5]].abs().max() < 1e-9  # k = 1, 2, 4, 6: nothing
+    assert float(energies[2] / energies[4]) == pytest.approx(18.0)  # (3^2 + 3^2) / 1^2
+    assert key_frequencies(energies, share=0.9) == [3] and key_frequencies(energies, share=0.99) == [3, 5]
+    assert float(ipr(energies)) == pytest.approx((18 / 19) ** 2 + (1 / 19) ** 2)
+    flat = torch.ones(6)
+    assert float(ipr(flat)) == pytest.approx(1 / 6) and len(key_frequencies(flat, share=0.9)) == 6
+
+
+def test_restricted_terms_keep_the_key_frequencies_and_nothing_else():
+    p = 11
+    a, b = torch.cartesian_prod(torch.arange(p), torch.arange(p)).unbind(-1)
+    relation = OPERATIONS["add"].relation(a[:, None], b[:, None], torch.arange(p)[None, :], p)  # [p^2, p]
+    r = relation.double()
+    two, five = 2.0 * torch.cos(2 * math.pi * 2 * r / p), 0.5 * torch.cos(2 * math.pi * 5 * r / p)
+    noise = torch.sin(2 * math.pi * 1 * r / p)  # a function of r outside the cosines
+    table = two + five + noise + 7.0  # the shift is centred away
+    torch.testing.assert_close(cosine_terms(table, relation, [2]), two)
+    torch.testing.assert_close(cosine_terms(table, relation, [2, 5]), two + five)
+    assert cosine_terms(table, relation, []).abs().max() == 0
+
+
+def test_the_callback_logs_its_measures_and_draws_the_spectrum(tmp_path):
+    data = ModularArithmeticDataModule("add", 11, train_size=60)
+    model = GrokkingModule(data.vocab_size, data.n_classes)
+    measures = ProgressMeasures()
+    logger = pl.loggers.TensorBoardLogger(tmp_path, name="", version="")
+    trainer = pl.Trainer(max_steps=4, max_epochs=-1, check_val_every_n_epoch=2, logger=logger,
+                         enable_checkpointing=False, enable_progress_bar=False, callbacks=[measures])
+    trainer.fit(model, data)
+    m = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    assert 1 <= m["fourier/n_key_freqs"] <= 5 and 1 / 5 <= m["fourier/ipr"] <= 1
+    assert m["progress/restricted_loss"] > 0 and m["progress/excluded_loss"] > 0
+    assert 0 <= m["progress/softmax_collapse"] <= 1
+    energies = embedding_spectrum(model.net.embed.weight.detach()[:11])
+    assert m["fourier/n_key_freqs"] == len(key_frequencies(energies, 0.9))  # measured on the trained embedding
+    assert (tmp_path / "fourier.png").stat().st_size > 0
+    with pytest.raises(ValueError, match="ProgressMeasures needs the operation add or sub"):
+        measures.check_data(ModularArithmeticDataModule("div", 11, train_size=60))
+
+
+def test_softmax_collapse_counts_answers_whose_float32_probability_is_exactly_one():
+    from lit_grok.callbacks.fourier import softmax_collapse
+
+    answers = torch.tensor([0, 1, 2, 3])
+    logits = torch.zeros(4, 5)
+    # float32 rounds 1 - 4 exp(-20) = 1 - 8e-9 up to 1 (its epsilon is 6e-8), but not 1 - 4 exp(-10)
+    logits[0, 0], logits[1, 1], logits[2, 2] = 20.0, 10.0, 200.0
+    logits[3, 0] = 200.0  # a wrong answer at probability 1: its answer's probability is 0
+    assert float(softmax_collapse(logits, answers)) == 0.5
+    assert float(softmax_collapse(logits.double(), answers)) == 0.5  # measured in float32 whatever comes in
