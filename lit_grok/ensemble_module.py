@@ -15,6 +15,7 @@ from lit_grok import branching
 from lit_grok.data import ModularArithmeticDataModule
 from lit_grok.ensemble import EnsembleAdamW, EnsembleTransformer, member_loss, padded_batch, stack_networks
 from lit_grok.model import Transformer
+from lit_grok.optim import FilteredGradients, GradientFilter, build_filters, describe_filters
 from lit_grok.module import SPLITS, GrokkingModule, NetworkCallable, describe, resolve
 
 EnsembleBatch = tuple[Tensor, Tensor, Tensor]  # tokens [K, B, 3], answers [K, B], mask [K, B]
@@ -125,7 +126,7 @@ class EnsembleDataModule(pl.LightningDataModule):
             member.load_state_dict(state)
 
 
-class EnsembleModule(pl.LightningModule):
+class EnsembleModule(FilteredGradients, pl.LightningModule):
     """K networks trained together, each with its own seed, learning rate and weight decay. The constructor
     describes any group, so the CLI, ``from_modules`` and ``load_from_checkpoint`` all build it one way.
 
@@ -146,13 +147,15 @@ class EnsembleModule(pl.LightningModule):
         init_from: a single-run checkpoint every member starts from (a branch, as in GrokkingModule; the
             members then differ in their data and hyperparameters, not their weights). The optimiser starts
             fresh.
+        grad_filters: element-wise gradient filters (Grokfast), applied to the stacked parameters, so each
+            member is filtered as in its single run.
     """
 
     def __init__(self, vocab_size: int, n_classes: int, n_members: int, seeds: Optional[list[int]] = None,
                  network: NetworkCallable = Transformer, lr: Union[float, list[float]] = 1e-3,
                  weight_decay: Union[float, list[float]] = 1.0, betas: tuple[float, float] = (0.9, 0.98),
                  eps: float = 1e-8, loss_dtype: Literal["float64", "float32"] = "float64",
-                 init_from: Optional[str] = None) -> None:
+                 init_from: Optional[str] = None, grad_filters: Optional[list[GradientFilter]] = None) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.hparams.update(network=describe(self.hparams.network))
@@ -173,6 +176,12 @@ class EnsembleModule(pl.LightningModule):
             raise ValueError(f"every member needs lr > 0 and weight_decay >= 0, got lr={lrs}, weight_decay={decays}.")
         if not all(0 <= b < 1 for b in betas):
             raise ValueError(f"betas must lie in [0, 1), got {list(betas)}.")
+        self.grad_filters = build_filters(grad_filters or [])
+        self.hparams.update(grad_filters=describe_filters(self.grad_filters))
+        for gradient_filter in self.grad_filters:
+            if not gradient_filter.elementwise:
+                raise ValueError(f"{type(gradient_filter).__name__} acts on whole tensors, not per member: "
+                                 f"ensembles take element-wise filters (Grokfast) only.")
         self._setup(stack_networks(members), lrs, decays, loss_dtype,  # refuses what cannot be stacked
                     [dict(seed=s, network=self.hparams.network, lr=r, weight_decay=w, betas=betas, eps=eps)
                      for s, r, w in zip(seeds, lrs, decays)])
@@ -206,6 +215,12 @@ class EnsembleModule(pl.LightningModule):
                 raise ValueError("ensembles do not support warmup_steps yet.")
             if m.init_optimizer:
                 raise ValueError("ensemble members start with a fresh optimiser; init_optimizer needs single runs.")
+            if m.hparams.get("loss_function", "cross_entropy") != "cross_entropy":
+                raise ValueError(f"ensembles train with the cross-entropy; loss_function {m.hparams.loss_function!r} "
+                                 f"needs single runs.")
+            filters = [(type(f), f.settings()) for f in m.grad_filters]
+            if filters != [(type(f), f.settings()) for f in modules[0].grad_filters]:
+                raise ValueError("ensemble members must share their grad_filters (types and settings).")
             optimizer = m.make_optimizer(m.parameters())
             group = optimizer.param_groups[0]
             if type(optimizer) is not torch.optim.AdamW or group["amsgrad"] or group["maximize"]:
@@ -220,7 +235,8 @@ class EnsembleModule(pl.LightningModule):
         ensemble = cls(first.hparams.vocab_size, first.hparams.n_classes, len(modules), seeds=seeds,
                        network=first.hparams.network, lr=[s[0] for s in settings],
                        weight_decay=[s[1] for s in settings], betas=settings[0][2], eps=settings[0][3],
-                       loss_dtype=settings[0][4], init_from=first.init_from)
+                       loss_dtype=settings[0][4], init_from=first.init_from,
+                       grad_filters=describe_filters(first.grad_filters))  # fresh filters, as described
         ensemble.net.load_state_dict(weights.state_dict())
         ensemble.member_hparams = [dict(m.hparams) for m in modules]
         return ensemble

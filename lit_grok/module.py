@@ -15,7 +15,9 @@ from torchmetrics import MeanMetric
 
 from lit_grok import branching
 from lit_grok.data import Batch
+from lit_grok.losses import LOSSES
 from lit_grok.model import Transformer
+from lit_grok.optim import FilteredGradients, GradientFilter, build_filters, describe_filters
 
 NetworkCallable = Callable[[int, int], nn.Module]  # (vocab_size, n_classes) -> network
 SPLITS = ("val", "train")  # evaluation dataloader 0 is the held-out set, 1 the whole training set
@@ -59,7 +61,7 @@ def check_optimizer(optimizer: torch.optim.Optimizer) -> None:
             raise ValueError(f"lr must be > 0, got {lr}.")
 
 
-class GrokkingModule(pl.LightningModule):
+class GrokkingModule(FilteredGradients, pl.LightningModule):
     """Trains a network on (a, b, =) -> answer with full-batch AdamW, and measures train/val loss and accuracy.
 
     Args:
@@ -77,6 +79,10 @@ class GrokkingModule(pl.LightningModule):
         init_optimizer: a branch also starts from the checkpoint's AdamW moments and step count (with this
             run's learning rate and weight decay); by default it starts with a fresh optimiser, as a new
             run does. The paper does not say which it used.
+        loss_function: ``cross_entropy`` (the paper's) or ``stablemax`` (Prieto et al. 2025, which avoids
+            softmax collapse); it is also the ``train/loss`` and ``val/loss`` measured.
+        grad_filters: gradient filters applied in order before every optimiser step
+            (``lit_grok.optim``: ``GrokfastEMA``, ``GrokfastMA``, ``OrthogonalGradient``).
     """
 
     def __init__(
@@ -89,6 +95,8 @@ class GrokkingModule(pl.LightningModule):
         loss_dtype: Literal["float64", "float32"] = "float64",
         init_from: Optional[str] = None,
         init_optimizer: bool = False,
+        loss_function: Literal["cross_entropy", "stablemax"] = "cross_entropy",
+        grad_filters: Optional[list[GradientFilter]] = None,
     ) -> None:
         super().__init__()
         if warmup_steps < 0:
@@ -116,6 +124,9 @@ class GrokkingModule(pl.LightningModule):
             raise ValueError(f"optimizer: {error}") from None
         self.warmup_steps = warmup_steps
         self.loss_dtype = getattr(torch, loss_dtype)
+        self.loss_function = LOSSES[loss_function]
+        self.grad_filters = build_filters(grad_filters or [])
+        self.hparams.update(grad_filters=describe_filters(self.grad_filters))
         self.eval_metrics = nn.ModuleDict(
             {f"{split}_{stat}": MeanMetric() for split in SPLITS for stat in ("loss", "acc")}
         )
@@ -125,8 +136,8 @@ class GrokkingModule(pl.LightningModule):
         return self.net(tokens)
 
     def loss(self, logits: Tensor, answers: Tensor, reduction: str = "mean") -> Tensor:
-        """Cross-entropy of the answer logits, computed in ``loss_dtype``."""
-        return F.cross_entropy(logits.to(self.loss_dtype), answers, reduction=reduction)
+        """The loss (cross-entropy, or StableMax's) of the answer logits, computed in ``loss_dtype``."""
+        return self.loss_function(logits.to(self.loss_dtype), answers, reduction=reduction)
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         # Nothing is logged here: every metric is measured at validation, so steps in between never sync.

@@ -1,0 +1,112 @@
+"""Gradient filters (lit_grok.optim) and StableMax (lit_grok.losses), each checked against its definition."""
+
+from functools import partial
+
+import pytest
+import pytorch_lightning as pl
+import torch
+
+from lit_grok import GrokkingModule, ModularArithmeticDataModule, Transformer
+from lit_grok.losses import stablemax, stablemax_cross_entropy
+from lit_grok.optim import GrokfastEMA, GrokfastMA, OrthogonalGradient
+
+NET = partial(Transformer, d_model=16, n_heads=2, d_mlp=32)
+
+
+def _param(values, grad):
+    p = torch.nn.Parameter(torch.tensor(values, dtype=torch.float64))
+    p.grad = torch.tensor(grad, dtype=torch.float64)
+    return p
+
+
+def test_grokfast_ema_adds_the_amplified_running_average():
+    p = _param([0.0, 0.0], [1.0, 2.0])
+    ema = GrokfastEMA(alpha=0.5, lamb=2.0)
+    ema([p])  # the first gradient starts the average: g + 2 g
+    assert p.grad.tolist() == [3.0, 6.0]
+    p.grad = torch.tensor([3.0, 0.0], dtype=torch.float64)
+    ema([p])  # h = 0.5 [1, 2] + 0.5 [3, 0] = [2, 1]
+    assert p.grad.tolist() == [7.0, 2.0]
+
+
+def test_grokfast_ma_waits_for_a_full_window_then_adds_its_mean():
+    ma = GrokfastMA(window=2, lamb=1.0)
+    p, q = _param([0.0], [1.0]), _param([0.0, 0.0], [2.0, 4.0])
+    ma([p, q])
+    assert p.grad.tolist() == [1.0] and q.grad.tolist() == [2.0, 4.0]  # one gradient: not yet
+    p.grad, q.grad = torch.tensor([3.0], dtype=torch.float64), torch.tensor([0.0, 0.0], dtype=torch.float64)
+    ma([p, q])  # mean of the two: [2], [1, 2]
+    assert p.grad.tolist() == [5.0] and q.grad.tolist() == [1.0, 2.0]
+    assert ma.buffer.shape == (2, 3)  # one ring buffer over all parameters
+
+
+def test_orthogonal_gradient_drops_the_component_along_the_weights_and_keeps_the_norm():
+    p = _param([1.0, 0.0], [3.0, 4.0])
+    OrthogonalGradient()([p])
+    assert p.grad.tolist() == [0.0, 5.0]  # [0, 4] rescaled to |[3, 4]| = 5
+    w = torch.randn(4, 3, dtype=torch.float64)
+    q = _param(w.tolist(), torch.randn(4, 3).tolist())
+    before = q.grad.norm()
+    OrthogonalGradient()([q])
+    assert float((q.grad * w).sum()) == pytest.approx(0.0, abs=1e-10)
+    assert float(q.grad.norm()) == pytest.approx(float(before))
+
+
+def test_stablemax_is_linear_above_zero_reciprocal_below_and_a_proper_loss():
+    x = torch.tensor([-3.0, -1.0, 0.0, 2.0])
+    assert stablemax(x).tolist() == [0.25, 0.5, 1.0, 3.0]
+    logits = torch.tensor([[2.0, 0.0, -1.0]], requires_grad=True)
+    loss = stablemax_cross_entropy(logits, torch.tensor([0]))
+    assert float(loss) == pytest.approx(-torch.log(torch.tensor(3.0 / (3.0 + 1.0 + 0.5))).item())
+    loss.backward()
+    assert torch.isfinite(logits.grad).all()
+    big = torch.tensor([[200.0, 0.0, 0.0]])  # softmax rounds to exactly 1 here; StableMax does not
+    assert float(stablemax_cross_entropy(big, torch.tensor([0]))) > 0
+    per_example = stablemax_cross_entropy(torch.randn(5, 3), torch.arange(5) % 3, reduction="none")
+    assert per_example.shape == (5,)
+
+
+def _fit(tmp_path, steps, ckpt_path=None, **module):
+    torch.manual_seed(0)
+    data = ModularArithmeticDataModule("add", 11, train_size=60)
+    model = GrokkingModule(data.vocab_size, data.n_classes, network=NET, **module)
+    saver = pl.callbacks.ModelCheckpoint(dirpath=tmp_path, every_n_train_steps=5, save_top_k=-1)
+    trainer = pl.Trainer(max_steps=steps, max_epochs=-1, logger=False, enable_progress_bar=False,
+                         enable_model_summary=False, num_sanity_val_steps=0, check_val_every_n_epoch=5,
+                         callbacks=[saver], default_root_dir=tmp_path)
+    trainer.fit(model, data, ckpt_path=ckpt_path)
+    return model
+
+
+@pytest.mark.parametrize("filters", [lambda: [GrokfastEMA()], lambda: [GrokfastMA(window=3)],
+                                     lambda: [OrthogonalGradient()]], ids=["ema", "ma", "orthogonal"])
+def test_filtered_runs_change_the_trajectory_and_resume_exactly(tmp_path, filters):
+    plain = _fit(tmp_path / "plain", 10)
+    full = _fit(tmp_path / "full", 10, grad_filters=filters())
+    resumed = _fit(tmp_path / "resumed", 10, ckpt_path=tmp_path / "full" / "epoch=4-step=5.ckpt", grad_filters=filters())
+    assert any(not torch.equal(a, b) for a, b in zip(plain.parameters(), full.parameters()))
+    for a, b in zip(full.parameters(), resumed.parameters()):  # the filter's state came back with the checkpoint
+        assert torch.equal(a, b)
+
+
+def test_a_stablemax_run_trains_and_measures_its_own_loss(tmp_path):
+    model = _fit(tmp_path, 5, loss_function="stablemax")
+    logits, answers = torch.randn(4, 11), torch.arange(4)
+    assert float(model.loss(logits, answers)) == pytest.approx(float(stablemax_cross_entropy(logits.double(), answers)))
+
+
+def test_ensembles_take_grokfast_per_member_and_refuse_what_they_cannot_reproduce():
+    from lit_grok.ensemble_module import EnsembleModule
+
+    def module(seed, **kw):
+        torch.manual_seed(seed)
+        return GrokkingModule(12, 11, network=NET, **kw)
+
+    ensemble = EnsembleModule.from_modules([module(0, grad_filters=[GrokfastEMA()]), module(1, grad_filters=[GrokfastEMA()])])
+    assert [type(f) for f in ensemble.grad_filters] == [GrokfastEMA]
+    with pytest.raises(ValueError, match="must share their grad_filters"):
+        EnsembleModule.from_modules([module(0, grad_filters=[GrokfastEMA()]), module(1, grad_filters=[GrokfastEMA(lamb=5.0)])])
+    with pytest.raises(ValueError, match="loss_function 'stablemax' needs single runs"):
+        EnsembleModule.from_modules([module(0, loss_function="stablemax"), module(1, loss_function="stablemax")])
+    with pytest.raises(ValueError, match="OrthogonalGradient acts on whole tensors"):
+        EnsembleModule(12, 11, 2, network=NET, grad_filters=[OrthogonalGradient()])
