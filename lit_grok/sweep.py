@@ -226,7 +226,7 @@ def _groups(base: str, overrides: dict[str, Any], pending: list[tuple[int, dict[
     return sorted(groups, key=lambda g: g[0][0])
 
 
-def sweep(base: str, name: str, grids: Optional[list[dict[str, list[Any]]]] = None,
+def sweep(base: Optional[str] = None, name: Optional[str] = None, grids: Optional[list[dict[str, list[Any]]]] = None,
           overrides: Optional[dict[str, Any]] = None,
           save_dir: str = "logs", report: Optional[str] = None, max_members: int = 16) -> Path:
     """Runs every combination of ``grids`` (a list of {config key: [values]}) on top of ``base``.
@@ -241,6 +241,8 @@ def sweep(base: str, name: str, grids: Optional[list[dict[str, list[Any]]]] = No
         report: a module with ``report(sweep_dir)``, called once every run has finished.
         max_members: the most runs trained together as one ensemble; 1 runs them one at a time.
     """
+    if not base or not name:
+        raise ValueError("a sweep needs base (the config every run starts from) and name (its folder).")
     if not grids:
         raise ValueError("a sweep needs grids: a list of {config key: [values]}.")
     if not Path(base).is_file():

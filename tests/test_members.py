@@ -393,4 +393,4 @@ def test_the_command_line_routes_sweep_to_the_sweep_runner(capsys, tmp_path):
         main(["sweep", "--help"])
     assert exit_.value.code == 0 and "--max_members" in capsys.readouterr().out
     with pytest.raises(SystemExit, match="error: base config 'missing.yaml' does not exist"):
-        main(["sweep", "missing.yaml", "x", "--grids", '[{"seed_everything": [0]}]'])
+        main(["sweep", "--base", "missing.yaml", "--name", "x", "--grids", '[{"seed_everything": [0]}]'])

@@ -167,3 +167,13 @@ def test_a_sweep_of_ddp_runs_launches_each_run_with_its_own_command_line(tmp_pat
     row, = list(csv.DictReader(summary.open()))
     assert row["step"] == "20" and 0 <= float(row["val/acc"]) <= 1 and row["converged"] == "False"
     assert not list((tmp_path / "ddp").glob("*/version_0/run_result.json"))  # read and removed
+
+
+def test_a_sweep_files_name_can_be_overridden_on_the_command_line(capsys):
+    from lit_grok.cli import main
+
+    with pytest.raises(SystemExit):  # --print_config prints and exits
+        main(["sweep", "--config", str(ROOT / "configs/cpu/efficiency.yaml"), "--name", "renamed", "--print_config"])
+    assert "name: renamed" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="a sweep needs base"):
+        main(["sweep", "--name", "x", "--grids", '[{"seed_everything": [0]}]'])
