@@ -66,13 +66,15 @@ def test_efficiency_report_drops_lists_and_counts_unfit_unconverged_and_mixed_ru
 
 
 def test_stop_step_follows_stop_on_convergence_rule():
-    # the norm settles geometrically: each validation moves it by half as much as the one before
-    history = [(100 * (i + 1), [10.0, 20.0 + 2.0 * 0.5**i]) for i in range(30)]
+    # the norm settles geometrically: each validation moves it by half as much as the one before; the margin
+    # is constant until step 800, then jumps by 0.3 once
+    history = [(100 * (i + 1), [20.0 + 2.0 * 0.5**i, 10.0 + 0.3 * (i >= 8)]) for i in range(30)]
     # over 3 validations ending at i the norm spreads by 2 (0.5^(i-2) - 0.5^i) = 6 * 0.5^i
-    assert stop_step(history, rel_tol=1e-2, window=3) == 600  # i = 5: 0.19 < 0.2 (i = 4: 0.375)
-    assert stop_step(history, rel_tol=1e-3, window=3) == 1000  # i = 9: 0.012 < 0.02 (i = 8: 0.023)
-    assert stop_step(history, rel_tol=1e-3, window=30) is None  # not enough validations
-    assert stop_step(history, rel_tol=1e-12, window=3) is None
+    assert stop_step(history, (1e-2, 0.1, 3)) == 600  # i = 5: 0.19 < 0.2 (i = 4: 0.375)
+    assert stop_step(history, (1e-3, 0.1, 3)) == 1100  # the norm is still at i = 9, the margin's jump until i = 10
+    assert stop_step(history, (1e-3, 0.5, 3)) == 1000  # a margin tolerance above the jump
+    assert stop_step(history, (1e-3, 0.1, 30)) is None  # not enough validations
+    assert stop_step(history, (1e-12, 0.1, 3)) is None
 
 
 def test_grok_time_report_gives_slopes_of_log_steps_and_keeps_capped_runs_apart(tmp_path):
@@ -110,3 +112,23 @@ def test_d_crit_crossings_are_log_interpolated_means_over_seeds(tmp_path):
     crossings = ungrok_crossings(tmp_path / "summary.csv")
     assert crossings[1.0] == pytest.approx(100 * 4 ** (0.5 / 0.9)) and crossings[2.0] is None
     assert semigrok_crossing(tmp_path / "summary.csv") == pytest.approx(100 * 4 ** (0.4 / (2 / 3 - 0.1)))  # 0.1 -> 0.667
+
+
+def test_the_efficiency_report_judges_convergence_on_the_curves_as_well(tmp_path):
+    from torch.utils.tensorboard import SummaryWriter
+
+    rows = _clean_rows() + [_row("mem", 400, 2.0, 0, 1e-4, 30.0, converged=False),  # hit the step cap...
+                            _row("mem", 400, 8.0, 0, 1e-4, 30.0, converged=False)]
+    _write(tmp_path / "sweep", rows)
+    for run, wobble in (("mem-D=400-wd=2.0-seed=0", 0.0), ("mem-D=400-wd=8.0-seed=0", 0.5)):
+        with SummaryWriter(str(tmp_path / "sweep" / run / "version_0")) as writer:
+            for i in range(20):  # ...but its norm and margin had settled (or, with a wobble, had not)
+                writer.add_scalar("norm/params", 30.0 + wobble * (i % 2), i * 100 - 1)
+                writer.add_scalar("logits/train_margin", 14.0, i * 100 - 1)
+    result = efficiency.report(tmp_path / "sweep")
+    assert "mem-D=400-wd=2.0-seed=0" not in result["rejected"]
+    assert result["rejected"]["mem-D=400-wd=8.0-seed=0"] == ["not converged"]
+    with open(tmp_path / "sweep" / "rule_sensitivity.csv") as f:
+        stops = {(r["run"], r["norm_rel_tol"]): r["stop_step"] for r in csv.DictReader(f)}
+    assert stops[("mem-D=400-wd=2.0-seed=0", "0.002")] == "900"  # the 10th validation (steps 0..900)
+    assert stops[("mem-D=400-wd=8.0-seed=0", "0.002")] == ""
