@@ -61,6 +61,13 @@ def test_the_callback_logs_its_measures_and_draws_the_spectrum(tmp_path):
     energies = embedding_spectrum(model.net.embed.weight.detach()[:11])
     assert m["fourier/n_key_freqs"] == len(key_frequencies(energies, 0.9))  # measured on the trained embedding
     assert (tmp_path / "fourier.png").stat().st_size > 0
+    from lit_grok.reports import progress  # the run's measures read back from TensorBoard
+
+    result = progress.report(tmp_path, threshold=100.0)
+    assert result["first_below_100"]["progress/restricted_loss"] == 2  # the first validation, after 2 steps
+    rows = (tmp_path / "progress.csv").read_text().splitlines()
+    assert rows[0].startswith("step,train/loss,val/loss,progress/restricted_loss") and len(rows) == 3
+    assert progress.first_below({10: 1.0, 20: 0.05, 30: 0.01}, 0.1) == 20
     with pytest.raises(ValueError, match="ProgressMeasures needs the operation add or sub"):
         measures.check_data(ModularArithmeticDataModule("div", 11, train_size=60))
 
