@@ -15,13 +15,13 @@ pytestmark = [pytest.mark.skipif(sys.platform == "win32", reason="ddp_fork needs
 STEPS = 30
 
 
-def fit(devices: int, train_size: int, callbacks=(), batch_size=None, logger=False):
+def fit(devices: int, train_size: int, callbacks=(), batch_size=None, logger=False, **module):
     torch.manual_seed(0)
     data = ModularArithmeticDataModule("add", 13, train_size=train_size, batch_size=batch_size)
     model = GrokkingModule(data.vocab_size, data.n_classes,
                            network=partial(Transformer, d_model=32, n_heads=4, d_mlp=64),
                            # plain SGD: unlike Adam it is not scale-invariant, so a mis-weighted loss shows
-                           optimizer=partial(torch.optim.SGD, lr=0.1, weight_decay=1e-2))
+                           optimizer=partial(torch.optim.SGD, lr=0.1, weight_decay=1e-2), **module)
     strategy = "ddp_fork" if devices > 1 else "auto"
     trainer = pl.Trainer(accelerator="cpu", devices=devices, strategy=strategy, max_steps=STEPS, max_epochs=-1,
                          check_val_every_n_epoch=10, logger=logger, enable_checkpointing=False,
@@ -70,3 +70,16 @@ def test_rank_zero_writes_the_curves_and_grok_events_under_ddp(tmp_path):
     fit(2, 81, [TrainingCurves(), GrokEvents()], logger=logger)
     assert (tmp_path / "ddp" / "version_0" / "curves.png").exists()
     assert len(list((tmp_path / "ddp" / "version_0").glob("events.*"))) == 1  # one writer: rank 0
+
+
+def test_gradient_filters_and_stablemax_are_exact_under_ddp():
+    from lit_grok.callbacks import ProgressMeasures
+    from lit_grok.optim import GrokfastEMA, OrthogonalGradient
+
+    settings = dict(loss_function="stablemax")
+    one, m1 = fit(1, 81, [ProgressMeasures()], grad_filters=[GrokfastEMA(), OrthogonalGradient()], **settings)
+    two, m2 = fit(2, 81, [ProgressMeasures()], grad_filters=[GrokfastEMA(), OrthogonalGradient()], **settings)
+    for p, q in zip(one.parameters(), two.parameters()):  # filtered after the all-reduce: the same on each rank
+        torch.testing.assert_close(p, q, **TOL)
+    for name in ("train/loss", "progress/restricted_loss", "fourier/n_key_freqs"):
+        assert m2[name] == pytest.approx(m1[name], rel=1e-4, abs=1e-6), name

@@ -1,6 +1,7 @@
 """Nanda et al.'s progress measures (lit_grok.callbacks.ProgressMeasures) on constructed inputs and in a run."""
 
 import math
+from functools import partial
 
 import pytest
 import pytorch_lightning as pl
@@ -82,3 +83,36 @@ def test_softmax_collapse_counts_answers_whose_float32_probability_is_exactly_on
     logits[3, 0] = 200.0  # a wrong answer at probability 1: its answer's probability is 0
     assert float(softmax_collapse(logits, answers)) == 0.5
     assert float(softmax_collapse(logits.double(), answers)) == 0.5  # measured in float32 whatever comes in
+
+
+class FourierNet(torch.nn.Module):
+    """A network whose logits are exactly 3 cos(w_3 (a+b-c)) + 2 cos(w_5 (a+b-c)), and whose embedding holds
+    the same two frequencies (equal energies) and nothing else."""
+
+    def __init__(self, p):
+        super().__init__()
+        n = torch.arange(p + 1, dtype=torch.float32)  # the "=" token's row is never read by the spectrum
+        w = [2 * math.pi * k * n / p for k in (3, 5)]
+        self.embed = torch.nn.Embedding(p + 1, 4)
+        self.embed.weight.data = torch.stack([torch.cos(w[0]), torch.sin(w[0]), torch.cos(w[1]), torch.sin(w[1])], 1)
+        self.p = p
+        self.scale = torch.nn.Parameter(torch.ones(()))  # something for the optimiser
+
+    def forward(self, tokens):
+        r = (tokens[:, 0, None] + tokens[:, 1, None] - torch.arange(self.p)[None, :]) % self.p
+        w = 2 * math.pi * r / self.p
+        return self.scale * (3 * torch.cos(3 * w) + 2 * torch.cos(5 * w))
+
+
+def test_restricted_and_excluded_loss_on_a_network_made_of_two_fourier_terms():
+    p = 13
+    data = ModularArithmeticDataModule("add", p, train_size=80)
+    model = GrokkingModule(data.vocab_size, data.n_classes, network=lambda vocab, classes: FourierNet(p),
+                           optimizer=partial(torch.optim.SGD, lr=1e-12))
+    trainer = pl.Trainer(max_steps=1, max_epochs=-1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         callbacks=[ProgressMeasures()], num_sanity_val_steps=0)
+    trainer.fit(model, data)
+    m = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    assert m["fourier/n_key_freqs"] == 2 and m["fourier/ipr"] == pytest.approx(0.5)
+    assert m["progress/restricted_loss"] == pytest.approx(m["train/loss"], rel=1e-5)  # the key terms are all of it
+    assert m["progress/excluded_loss"] == pytest.approx(math.log(p), rel=1e-5)  # nothing left: uniform

@@ -110,3 +110,40 @@ def test_ensembles_take_grokfast_per_member_and_refuse_what_they_cannot_reproduc
         EnsembleModule.from_modules([module(0, loss_function="stablemax"), module(1, loss_function="stablemax")])
     with pytest.raises(ValueError, match="OrthogonalGradient acts on whole tensors"):
         EnsembleModule(12, 11, 2, network=NET, grad_filters=[OrthogonalGradient()])
+
+
+def test_grokfast_in_an_ensemble_filters_each_member_as_its_single_run():
+    from lit_grok.ensemble_module import EnsembleDataModule, EnsembleModule
+
+    def members():
+        modules, datas = [], []
+        for seed, wd in ((0, 1.0), (1, 0.3)):
+            torch.manual_seed(seed)
+            datas.append(ModularArithmeticDataModule("add", 11, train_size=60, data_seed=seed))
+            modules.append(GrokkingModule(12, 11, network=NET, grad_filters=[GrokfastEMA(alpha=0.9, lamb=2.0)],
+                                          optimizer=partial(torch.optim.AdamW, lr=3e-3, betas=(0.9, 0.98), weight_decay=wd)))
+        return modules, datas
+
+    def trainer():
+        return pl.Trainer(max_steps=15, max_epochs=-1, logger=False, enable_progress_bar=False, enable_checkpointing=False,
+                          enable_model_summary=False, num_sanity_val_steps=0, check_val_every_n_epoch=5)
+
+    alone, datas = members()
+    for module, data in zip(alone, datas):
+        trainer().fit(module, data)
+    modules, datas = members()
+    together = EnsembleModule.from_modules(modules, seeds=[0, 1])
+    trainer().fit(together, EnsembleDataModule.from_datamodules(datas))
+    for k, module in enumerate(alone):
+        for name, value in module.net.state_dict().items():
+            torch.testing.assert_close(together.net.member_state_dict(k)[name], value, rtol=1e-4, atol=1e-5)
+
+
+def test_stablemax_gradient_matches_its_formula():
+    # d/dx_j of -log(s(x_y) / S): s'(x_j) (1 / S - [j = y] / s(x_y)); s'(x) = 1 above 0, 1 / (1 - x)^2 below
+    x = torch.tensor([[1.5, -0.5, 0.25]], dtype=torch.float64, requires_grad=True)
+    stablemax_cross_entropy(x, torch.tensor([2])).backward()
+    s = torch.tensor([2.5, 1 / 1.5, 1.25], dtype=torch.float64)
+    ds = torch.tensor([1.0, 1 / 1.5**2, 1.0], dtype=torch.float64)
+    expected = ds * (1 / s.sum() - torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64) / s[2])
+    torch.testing.assert_close(x.grad[0], expected)
