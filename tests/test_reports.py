@@ -132,3 +132,20 @@ def test_the_efficiency_report_judges_convergence_on_the_curves_as_well(tmp_path
         stops = {(r["run"], r["norm_rel_tol"]): r["stop_step"] for r in csv.DictReader(f)}
     assert stops[("mem-D=400-wd=2.0-seed=0", "0.002")] == "900"  # the 10th validation (steps 0..900)
     assert stops[("mem-D=400-wd=8.0-seed=0", "0.002")] == ""
+
+
+def test_compare_reads_runs_back_side_by_side(tmp_path):
+    from torch.utils.tensorboard import SummaryWriter
+
+    from lit_grok.reports.compare import compare
+
+    for name, accs, grokked in (("fast", [0.1, 0.995, 1.0], 200), ("never", [0.1, 0.2, 0.3], -1)):
+        with SummaryWriter(str(tmp_path / name)) as writer:
+            for i, acc in enumerate(accs):  # validations after 100, 200, 300 steps (logged at step - 1)
+                writer.add_scalar("val/acc", acc, 100 * (i + 1) - 1)
+                writer.add_scalar("norm/params", 10.0 + i, 100 * (i + 1) - 1)
+            writer.add_scalar("events/grokked_step", grokked, 199)
+    rows = compare(tmp_path / "out", [tmp_path / "fast", tmp_path / "never"])
+    assert [(r["grokked_step"], r["last_step"], r["final val/acc"]) for r in rows] == [(200, 300, 1.0),
+                                                                                      (-1, 300, pytest.approx(0.3))]
+    assert rows[0]["final norm/params"] == 12.0 and (tmp_path / "out.png").stat().st_size > 0
