@@ -7,7 +7,7 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from lit_grok import GrokkingModule, ModularArithmeticDataModule
+from lit_grok import GrokkingModule, ModularArithmeticDataModule, Transformer
 from lit_grok.callbacks import ProgressMeasures
 from lit_grok.callbacks.fourier import cosine_terms, embedding_spectrum, fourier_basis, ipr, key_frequencies
 from lit_grok.tasks import OPERATIONS
@@ -116,3 +116,20 @@ def test_restricted_and_excluded_loss_on_a_network_made_of_two_fourier_terms():
     assert m["fourier/n_key_freqs"] == 2 and m["fourier/ipr"] == pytest.approx(0.5)
     assert m["progress/restricted_loss"] == pytest.approx(m["train/loss"], rel=1e-5)  # the key terms are all of it
     assert m["progress/excluded_loss"] == pytest.approx(math.log(p), rel=1e-5)  # nothing left: uniform
+
+
+def test_each_ensemble_member_gets_its_own_progress_measures(tmp_path):
+    from lit_grok.callbacks import Members
+    from lit_grok.ensemble_module import EnsembleDataModule, EnsembleModule
+
+    data = EnsembleDataModule("add", 11, [40, 80])
+    model = EnsembleModule(data.vocab_size, data.n_classes, 2, network=partial(Transformer, d_model=16, n_heads=2, d_mlp=32))
+    members = Members([[ProgressMeasures()], [ProgressMeasures()]])
+    trainer = pl.Trainer(max_steps=4, max_epochs=-1, check_val_every_n_epoch=2, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, callbacks=[members], num_sanity_val_steps=0)
+    trainer.fit(model, data)
+    (first, _), (second, _) = members.results(trainer)
+    for k, metrics in enumerate((first, second)):
+        energies = embedding_spectrum(model.net.member(k).embed.weight.detach()[:11])
+        assert metrics["fourier/n_key_freqs"] == len(key_frequencies(energies, 0.9))  # member k's own embedding
+        assert "progress/restricted_loss" in metrics and "progress/softmax_collapse" in metrics
