@@ -15,8 +15,8 @@ from lit_grok import branching
 from lit_grok.data import ModularArithmeticDataModule
 from lit_grok.ensemble import EnsembleAdamW, EnsembleTransformer, member_loss, padded_batch, stack_networks
 from lit_grok.model import Transformer
-from lit_grok.optim import FilteredGradients, GradientFilter, build_filters, describe_filters
-from lit_grok.module import SPLITS, GrokkingModule, NetworkCallable, describe, resolve
+from lit_grok.module import SPLITS, GrokkingModule, NetworkCallable, build_filters, describe, resolve
+from lit_grok.optim import FilteredGradients, GradientFilter, describe_filters
 
 EnsembleBatch = tuple[Tensor, Tensor, Tensor]  # tokens [K, B, 3], answers [K, B], mask [K, B]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import importlib
-from typing import Any, Callable, Literal, Optional
+from typing import Any, Callable, Literal, Optional, Sequence
 
 import pytorch_lightning as pl
 import torch
@@ -17,7 +17,7 @@ from lit_grok import branching
 from lit_grok.data import Batch
 from lit_grok.losses import LOSSES
 from lit_grok.model import Transformer
-from lit_grok.optim import FilteredGradients, GradientFilter, build_filters, describe_filters
+from lit_grok.optim import FilteredGradients, GradientFilter, describe_filters
 
 NetworkCallable = Callable[[int, int], nn.Module]  # (vocab_size, n_classes) -> network
 SPLITS = ("val", "train")  # evaluation dataloader 0 is the held-out set, 1 the whole training set
@@ -46,6 +46,11 @@ def resolve(fn: Any) -> Any:
         module_name, _, name = fn["class_path"].rpartition(".")
         return functools.partial(getattr(importlib.import_module(module_name), name), **fn.get("init_args", {}))
     return fn
+
+
+def build_filters(filters: Sequence[Any]) -> list[GradientFilter]:
+    """Gradient filters from instances or from their descriptions (hyperparameters read back from a checkpoint)."""
+    return [resolve(f)() if isinstance(f, dict) else f for f in filters]
 
 
 def parameter_norm(module: nn.Module) -> Tensor:

@@ -9,7 +9,6 @@ member has its own filter, as in its single run.
 
 from __future__ import annotations
 
-import importlib
 from typing import Any, Sequence
 
 import torch
@@ -39,17 +38,6 @@ def describe_filters(filters: Sequence[Any]) -> list[dict[str, Any]]:
     """Filters as ``{"class_path", "init_args"}`` for hyperparameters (so checkpoints load with weights_only)."""
     return [f if isinstance(f, dict) else
             {"class_path": f"{type(f).__module__}.{type(f).__qualname__}", "init_args": f.settings()} for f in filters]
-
-
-def build_filters(filters: Sequence[Any]) -> list[GradientFilter]:
-    """Filters from instances or from descriptions (hyperparameters read back from a checkpoint)."""
-    built = []
-    for f in filters:
-        if isinstance(f, dict):
-            module_name, _, name = f["class_path"].rpartition(".")
-            f = getattr(importlib.import_module(module_name), name)(**f.get("init_args", {}))
-        built.append(f)
-    return built
 
 
 def _grads(params: Sequence[Tensor]) -> list[Tensor]:

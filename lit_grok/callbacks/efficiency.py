@@ -76,6 +76,14 @@ def logit_stats(logits: Tensor, answers: Tensor) -> dict[str, Tensor]:
     }
 
 
+def mean_by_relation(z: Tensor, relation: Tensor) -> Tensor:
+    """The mean of a table [N, C] over the entries with each relation value r = 0..P-1: [P]. Over a table
+    where each r occurs equally often, it is the projection onto the functions of r."""
+    n_values = int(relation.max()) + 1
+    sums = torch.zeros(n_values, dtype=z.dtype, device=z.device).index_add_(0, relation.flatten(), z.flatten())
+    return sums / torch.bincount(relation.flatten(), minlength=n_values).to(z.dtype).clamp(min=1)
+
+
 def split_circuits(logits: Tensor, relation: Tensor) -> tuple[Tensor, Tensor]:
     """App. B's split of a full logit table [N, C] (every pair, every class) -> (G, M), each [N, C].
 
@@ -85,10 +93,8 @@ def split_circuits(logits: Tensor, relation: Tensor) -> tuple[Tensor, Tensor]:
     average of r and -r) drops the sine terms. M is the rest.
     """
     z = centre(logits)
-    n_values = int(relation.max()) + 1
-    sums = torch.zeros(n_values, dtype=z.dtype, device=z.device).index_add_(0, relation.flatten(), z.flatten())
-    counts = torch.bincount(relation.flatten(), minlength=n_values).to(z.dtype)
-    by_r = sums / counts.clamp(min=1)  # [P]: mean of z at each r
+    by_r = mean_by_relation(z, relation)  # [P]
+    n_values = len(by_r)
     even = (by_r + by_r[(-torch.arange(n_values, device=z.device)) % n_values]) / 2  # cosine terms only
     gen = (even - even.mean())[relation]
     return gen, z - gen

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from pytorch_lightning.loggers import TensorBoardLogger
 from torch import Tensor
 
-from lit_grok.callbacks.efficiency import centre
+from lit_grok.callbacks.efficiency import centre, mean_by_relation
 from lit_grok.tasks import OPERATIONS
 
 
@@ -77,12 +77,10 @@ def ipr(energies: Tensor) -> Tensor:
 def cosine_terms(logits: Tensor, relation: Tensor, freqs: list[int]) -> Tensor:
     """The centred full table's projection on cos(w_k r) for the given k: [N, C]. ``relation`` takes each of
     its P values equally often (a group relation over every pair and class)."""
-    z = centre(logits.double())
-    p = int(relation.max()) + 1
-    by_r = torch.zeros(p, dtype=z.dtype, device=z.device).index_add_(0, relation.flatten(), z.flatten())
-    by_r = by_r / torch.bincount(relation.flatten(), minlength=p).to(z.dtype)  # [P]: mean of z at each r
-    r = torch.arange(p, dtype=z.dtype, device=z.device)
-    terms = torch.zeros(p, dtype=z.dtype, device=z.device)
+    by_r = mean_by_relation(centre(logits.double()), relation)  # [P]: mean of z at each r
+    p = len(by_r)
+    r = torch.arange(p, dtype=by_r.dtype, device=by_r.device)
+    terms = torch.zeros_like(by_r)
     for k in freqs:
         wave = torch.cos(2 * math.pi * k * r / p)
         terms += wave * (by_r @ wave) / (wave @ wave)
