@@ -1,33 +1,43 @@
-"""Steps/s of lit_grok's Trainer path against a plain PyTorch loop of the same model, alternated in one run.
+"""Steps/s of lit_grok's Trainer path against plain PyTorch loops of the same model, alternated in one run.
 
-The plain loop is written the straightforward way: every position computed, no Lightning. Both train the
-paper's model full-batch with AdamW and a float64 loss; evaluation is off in both (it is every 100 steps in
-real runs). Steady state only: the first WARMUP steps of each run are not timed.
+Rows: the paper's model at P=113 (D=3830) and a width-64 model at P=31 (D=300), full batch, AdamW, float64
+loss, evaluation off in every path (it is every 100 steps in real runs). Columns:
 
-    python benchmarks/throughput.py            # P=113 (D=3830) and P=23 (D=159)
-    python benchmarks/throughput.py --steps 100 --rounds 2
+- ``lit_grok``: the Trainer with the step engine (many optimiser steps per Lightning batch, fused AdamW);
+- ``1 step/batch``: the same with one optimiser step per Lightning batch (Lightning's cost on every step);
+- ``plain``: a raw eager loop of the same network (last position only) and torch's default AdamW;
+- ``plain all pos.``: the straightforward loop, every position computed.
+
+Steady state only: the first WARMUP steps of each run are not timed.
+
+    python benchmarks/throughput.py                 # CPU
+    python benchmarks/throughput.py --rounds 5 --steps 400
 """
 
 from __future__ import annotations
 
 import argparse
-from functools import partial
 import platform
 import statistics
 import time
+from functools import partial
+from unittest import mock
 
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 
-from lit_grok import GrokkingModule, ModularArithmeticDataModule, Transformer
+from lit_grok import GrokkingModule, ModularArithmeticDataModule, Transformer, engine
 from lit_grok.runs import quiet_lightning_warnings
 
 WARMUP = 5
 
 
 class _Clock(pl.Callback):
-    """Times optimiser steps WARMUP.. end, Lightning's per-step work included."""
+    """Times optimiser steps WARMUP.. end, Lightning's per-batch work included."""
+
+    def event_steps(self) -> list[int]:
+        return [WARMUP]  # the step engine ends a batch there, so timing starts at that step
 
     def on_train_batch_start(self, trainer, *args) -> None:
         if trainer.global_step == WARMUP:
@@ -50,49 +60,60 @@ def lit_grok_steps_per_s(data: ModularArithmeticDataModule, steps: int, accelera
     torch.manual_seed(0)
     model = GrokkingModule(data.vocab_size, data.n_classes, network=partial(Transformer, **net))
     clock = _Clock()
-    trainer = pl.Trainer(max_steps=steps, max_epochs=-1, accelerator=accelerator, devices=1, logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
-                         num_sanity_val_steps=0, callbacks=[clock])
+    trainer = pl.Trainer(max_steps=steps, max_epochs=-1, accelerator=accelerator, devices=1, logger=False,
+                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                         limit_val_batches=0, num_sanity_val_steps=0, callbacks=[clock])
     trainer.fit(model, data)
     return (steps - WARMUP) / clock.seconds
 
 
-def plain_steps_per_s(data: ModularArithmeticDataModule, steps: int, device: str = "cpu") -> float:
+def one_step_per_batch_steps_per_s(data: ModularArithmeticDataModule, steps: int, **net: int) -> float:
+    with mock.patch.object(engine, "MAX_STEPS_PER_BATCH", 1):
+        return lit_grok_steps_per_s(data, steps, **net)
+
+
+def plain_steps_per_s(data: ModularArithmeticDataModule, steps: int, all_positions: bool, device: str = "cpu",
+                      **net: int) -> float:
+    """A raw loop: the network, torch's default AdamW, a float64 cross-entropy; nothing else."""
     torch.manual_seed(0)
-    model = Transformer(data.vocab_size, data.n_classes).to(device)
+    model = Transformer(data.vocab_size, data.n_classes, **net).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.98), weight_decay=1.0)
     tokens, answers = data.tokens[data.train_indices].to(device), data.answers[data.train_indices].to(device)
     for step in range(steps):
         if step == WARMUP:
-            if device != "cpu":
-                torch.cuda.synchronize()
+            _sync()
             start = time.perf_counter()
-        logits = model(tokens, all_positions=True)[:, -1]  # [D, P]
+        logits = model(tokens, all_positions=True)[:, -1] if all_positions else model(tokens)  # [D, P]
         loss = F.cross_entropy(logits.double(), answers)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-    if device != "cpu":
-        torch.cuda.synchronize()
+    _sync()
     return (steps - WARMUP) / (time.perf_counter() - start)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=200, help="optimiser steps per timed run")
-    parser.add_argument("--rounds", type=int, default=3, help="alternations of the two paths (median reported)")
+    parser.add_argument("--steps", type=int, default=200, help="optimiser steps per run at P=113 (x5 at P=31)")
+    parser.add_argument("--rounds", type=int, default=3, help="alternations of the paths (median reported)")
     args = parser.parse_args()
     quiet_lightning_warnings()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}")
-    print(f"{'setting':<18}{'lit_grok step/s':>16}{'plain step/s':>14}{'ratio':>8}")
-    for modulus, train_size, steps in ((113, 3830, args.steps), (23, 159, args.steps * 10)):
+    print(f"{'setting':<20}{'lit_grok':>10}{'1 step/batch':>14}{'plain':>8}{'plain all pos.':>16}"
+          f"{'vs plain':>10}{'vs all pos.':>13}   (steps/s)")
+    width64 = dict(d_model=64, n_heads=4, d_mlp=256)
+    for modulus, train_size, net, steps in ((31, 300, width64, args.steps * 5), (113, 3830, {}, args.steps)):
         data = ModularArithmeticDataModule("add", modulus, train_size=train_size)
-        ours, plain = [], []
+        runs: dict[str, list[float]] = {"ours": [], "one": [], "plain": [], "all": []}
         for _ in range(args.rounds):
-            ours.append(lit_grok_steps_per_s(data, steps))
-            plain.append(plain_steps_per_s(data, steps))
-        a, b = statistics.median(ours), statistics.median(plain)
-        print(f"{f'P={modulus} D={train_size}':<18}{a:>16.1f}{b:>14.1f}{a / b:>7.2f}x", flush=True)
+            runs["ours"].append(lit_grok_steps_per_s(data, steps, **net))
+            runs["one"].append(one_step_per_batch_steps_per_s(data, steps, **net))
+            runs["plain"].append(plain_steps_per_s(data, steps, False, **net))
+            runs["all"].append(plain_steps_per_s(data, steps, True, **net))
+        ours, one, plain, every = (statistics.median(runs[k]) for k in ("ours", "one", "plain", "all"))
+        setting = f"P={modulus} D={train_size}" + (f" d={net['d_model']}" if net else "")
+        print(f"{setting:<20}{ours:>10.1f}{one:>14.1f}{plain:>8.1f}{every:>16.1f}{ours / plain:>9.2f}x"
+              f"{ours / every:>12.2f}x", flush=True)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ Batch = tuple[Tensor, Tensor, int]  # tokens [b, 3] (a, b, "="), answers [b], th
 class TensorBatches:
     """Yields (tokens, answers, global size) slices of tensors already on the device: no Dataset, no collation.
 
-    ``batch_size=None`` yields the whole set once (full batch, one step per epoch). Otherwise the rows are
+    ``batch_size=None`` yields the whole set once (full batch: an epoch is one optimiser step). Otherwise the rows are
     cut into ``ceil(N / batch_size)`` batches, reshuffled each pass when ``shuffle_seed`` is given; each
     pass's order depends only on (shuffle_seed, pass number), so a resumed run sees the same batches.
     Under DDP every rank forms the same batches and keeps rows ``rank::world`` of each: the shards are
@@ -63,7 +63,7 @@ class ModularArithmeticDataModule(pl.LightningDataModule):
             not logged until a ``DatasetSwap`` makes the removed pairs the validation set.
         train_fraction: D as a fraction of all pairs (rounded to the nearest integer); 1.0 is every pair.
         data_seed: seeds the split and the random labels, independently of the model seed.
-        batch_size: None for full batch (the paper's setting: one step per epoch); an int for seeded minibatches.
+        batch_size: None for full batch (the paper's setting: an epoch is one optimiser step); an int for seeded minibatches.
         random_labels: give every pair a fixed, uniformly random answer (memorisation-only networks).
     """
 

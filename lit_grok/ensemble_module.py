@@ -13,6 +13,7 @@ from torch import Tensor, nn
 
 from lit_grok import branching
 from lit_grok.data import ModularArithmeticDataModule
+from lit_grok.engine import StepEngine
 from lit_grok.ensemble import EnsembleAdamW, EnsembleTransformer, member_loss, padded_batch, stack_networks
 from lit_grok.model import Transformer
 from lit_grok.module import SPLITS, GrokkingModule, NetworkCallable, build_filters, describe, resolve
@@ -126,7 +127,7 @@ class EnsembleDataModule(pl.LightningDataModule):
             member.load_state_dict(state)
 
 
-class EnsembleModule(FilteredGradients, pl.LightningModule):
+class EnsembleModule(StepEngine, FilteredGradients, pl.LightningModule):
     """K networks trained together, each with its own seed, learning rate and weight decay. The constructor
     describes any group, so the CLI, ``from_modules`` and ``load_from_checkpoint`` all build it one way.
 
@@ -157,6 +158,7 @@ class EnsembleModule(FilteredGradients, pl.LightningModule):
                  eps: float = 1e-8, loss_dtype: Literal["float64", "float32"] = "float64",
                  init_from: Optional[str] = None, grad_filters: Optional[list[GradientFilter]] = None) -> None:
         super().__init__()
+        self.automatic_optimization = False  # the step engine's optimiser steps
         self.save_hyperparameters()
         self.hparams.update(network=describe(self.hparams.network))
         seeds = list(range(n_members)) if seeds is None else _per_member(seeds, n_members, "seeds")
@@ -256,7 +258,7 @@ class EnsembleModule(FilteredGradients, pl.LightningModule):
             for group in optimizer.param_groups:
                 group["lr"][k] = 0.0
 
-    def training_step(self, batch: EnsembleBatch, batch_idx: int) -> Tensor:
+    def training_loss(self, batch: EnsembleBatch) -> Tensor:
         tokens, answers, mask = batch
         return member_loss(self.net(tokens), answers, mask, self.loss_dtype).sum()
 

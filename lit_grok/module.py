@@ -15,9 +15,10 @@ from torchmetrics import MeanMetric
 
 from lit_grok import branching
 from lit_grok.data import Batch
+from lit_grok.engine import StepEngine
 from lit_grok.losses import LOSSES
 from lit_grok.model import Transformer
-from lit_grok.optim import FilteredGradients, GradientFilter, describe_filters
+from lit_grok.optim import FilteredGradients, GradientFilter, describe_filters, fused_where_possible
 
 NetworkCallable = Callable[[int, int], nn.Module]  # (vocab_size, n_classes) -> network
 SPLITS = ("val", "train")  # evaluation dataloader 0 is the held-out set, 1 the whole training set
@@ -66,8 +67,9 @@ def check_optimizer(optimizer: torch.optim.Optimizer) -> None:
             raise ValueError(f"lr must be > 0, got {lr}.")
 
 
-class GrokkingModule(FilteredGradients, pl.LightningModule):
+class GrokkingModule(StepEngine, FilteredGradients, pl.LightningModule):
     """Trains a network on (a, b, =) -> answer with full-batch AdamW, and measures train/val loss and accuracy.
+    Full-batch runs take many optimiser steps per Lightning batch (``lit_grok.engine``).
 
     Args:
         vocab_size: input vocabulary (linked from the DataModule by the CLI).
@@ -104,6 +106,7 @@ class GrokkingModule(FilteredGradients, pl.LightningModule):
         grad_filters: Optional[list[GradientFilter]] = None,
     ) -> None:
         super().__init__()
+        self.automatic_optimization = False  # the step engine's optimiser steps
         if warmup_steps < 0:
             raise ValueError(f"warmup_steps must be >= 0, got {warmup_steps}.")
         if init_optimizer and init_from is None:
@@ -144,7 +147,7 @@ class GrokkingModule(FilteredGradients, pl.LightningModule):
         """The loss (cross-entropy, or StableMax's) of the answer logits, computed in ``loss_dtype``."""
         return self.loss_function(logits.to(self.loss_dtype), answers, reduction=reduction)
 
-    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
+    def training_loss(self, batch: Batch) -> Tensor:
         # Nothing is logged here: every metric is measured at validation, so steps in between never sync.
         tokens, answers, n_global = batch
         world = self.trainer.world_size if self._trainer is not None else 1
@@ -197,10 +200,10 @@ class GrokkingModule(FilteredGradients, pl.LightningModule):
             self.check_data(self.trainer.datamodule)
 
     def configure_optimizers(self):
-        optimizer = self.make_optimizer(self.parameters())
+        optimizer = fused_where_possible(self.make_optimizer(self.parameters()))
         if self._init_optimizer_state is not None:  # a branch with the pre-trained run's moments
             branching.load_optimizer_state(optimizer, self._init_optimizer_state)
         if not self.warmup_steps:
             return optimizer
         warmup = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / self.warmup_steps))
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": warmup, "interval": "step"}}
+        return [optimizer], [warmup]  # stepped after every optimiser step by the engine

@@ -19,7 +19,7 @@ from pytorch_lightning.loggers import TensorBoardLogger
 from lit_grok.callbacks import ModelCheckpoint, StepProgressBar, StopOnDivergence, TrainingCurves
 from lit_grok.callbacks.members import Members, per_member
 
-# Trainer defaults for one-step epochs (full batch): validate every 100 steps rather than every step,
+# Trainer defaults for full batch (an epoch is one optimiser step): validate every 100 steps rather than every step,
 # no sanity check, stop on max_steps alone, and TensorBoard under logs/<experiment>/version_N/.
 TRAINER_DEFAULTS: dict[str, Any] = {
     "max_epochs": -1,
@@ -34,13 +34,15 @@ TRAINER_DEFAULTS: dict[str, Any] = {
 
 
 def quiet_lightning_warnings() -> None:
-    """Silences Lightning warnings that are expected with one-step epochs and tensors on the device."""
+    """Silences Lightning warnings that are expected with full-batch epochs, manual optimisation and tensors on the device."""
     for message in (r"The number of training batches \(\d+\) is smaller than the logging interval",
                     r".*does not have many workers.*",
                     r"Total length of .* across ranks is zero",  # no held-out set: training on every pair
                     # a sweep builds each run from its own args while sys.argv holds the sweep's command line
                     r"LightningCLI's args parameter is intended to run from within Python",
-                    r".*isinstance\(treespec, LeafSpec\)` is deprecated.*"):
+                    r".*isinstance\(treespec, LeafSpec\)` is deprecated.*",
+                    # the step engine's checkpoints hold the state after a step, as automatic optimisation's do
+                    r"Using ModelCheckpoint with manual optimization and every_n_train_steps"):
         warnings.filterwarnings("ignore", message=message)
 
 

@@ -52,3 +52,11 @@ def tiny_args(tmp_path):
         f"--trainer.logger.init_args.save_dir={tmp_path / 'logs'}",
         "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
     ]
+
+
+def checkpoint_at(folder, step: int) -> Path:
+    """The one checkpoint in ``folder`` written at ``step`` (Lightning names it ``epoch=E-step=N.ckpt``,
+    lit_grok's ModelCheckpoint ``step=N.ckpt``; under the step engine E counts batches, not steps)."""
+    found = sorted(Path(folder).glob(f"*step={step}.ckpt"))
+    assert len(found) == 1, f"no single checkpoint at step {step} in {folder}: {sorted(Path(folder).iterdir())}"
+    return found[0]

@@ -9,16 +9,27 @@ from lit_grok import GrokkingModule, ModularArithmeticDataModule
 from lit_grok.callbacks import DatasetSwap, PlateauDetector
 from lit_grok.callbacks.dataset_swap import nested_subset
 from lit_grok.cli import main
+from tests.conftest import checkpoint_at
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 class BatchSizes(pl.Callback):
+    """The training-set size of every optimiser step (a Lightning batch of the step engine holds several)."""
+
     def __init__(self):
-        self.sizes = []
+        self.starts = []  # (step at the batch's start, its size)
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        self.sizes.append(len(batch[1]))
+        self.starts.append((trainer.global_step, len(batch[1])))
+
+    def on_train_end(self, trainer, pl_module):
+        self.end = trainer.global_step
+
+    @property
+    def sizes(self) -> list[int]:
+        ends = [step for step, _ in self.starts[1:]] + [self.end]
+        return [size for (start, size), end in zip(self.starts, ends) for _ in range(end - start)]
 
 
 def fit(callbacks, max_steps, tmp_path, ckpt_path=None, **trainer_kwargs):
@@ -84,7 +95,7 @@ def test_swap_once_grokked(tiny_args):
 def test_resume_before_or_after_the_swap_continues_exactly(tmp_path, resume_step):
     checkpoint = pl.callbacks.ModelCheckpoint(every_n_train_steps=3, save_top_k=-1)
     _, full_model, full_data = fit([DatasetSwap(new_size=30, at_step=6), checkpoint], 12, tmp_path / "full")
-    ckpt = Path(checkpoint.dirpath) / f"epoch={resume_step - 1}-step={resume_step}.ckpt"
+    ckpt = checkpoint_at(checkpoint.dirpath, resume_step)
     sizes, swap = BatchSizes(), DatasetSwap(new_size=30, at_step=6)
     _, model, data = fit([sizes, swap], 12, tmp_path / "resumed", ckpt_path=str(ckpt), enable_checkpointing=False)
     assert swap.swap_step == 6 and torch.equal(data.train_indices, full_data.train_indices)
@@ -97,7 +108,7 @@ def test_ungrok_a_trained_checkpoint_from_its_first_step(tmp_path):
     checkpoint = pl.callbacks.ModelCheckpoint(every_n_train_steps=8, save_top_k=-1)
     fit([checkpoint], 8, tmp_path / "pretrain")
     sizes, swap = BatchSizes(), DatasetSwap(new_size=30, at_step=0)
-    _, _, data = fit([sizes, swap], 12, tmp_path / "ungrok", ckpt_path=str(Path(checkpoint.dirpath) / "epoch=7-step=8.ckpt"),
+    _, _, data = fit([sizes, swap], 12, tmp_path / "ungrok", ckpt_path=str(checkpoint_at(checkpoint.dirpath, 8)),
                      enable_checkpointing=False)
     assert swap.swap_step == 8 and sizes.sizes == [30] * 4 and data.train_size == 30
 

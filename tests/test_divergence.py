@@ -24,6 +24,9 @@ class PoisonAt(pl.Callback):
     def __init__(self, step: int) -> None:
         self.step = step
 
+    def event_steps(self) -> list[int]:
+        return [self.step]  # the step engine ends a batch there
+
     def on_train_batch_end(self, trainer, pl_module, *args) -> None:
         if trainer.global_step == self.step:
             with torch.no_grad():
@@ -67,6 +70,9 @@ def test_an_ensemble_freezes_a_diverged_member_and_the_others_go_on():
     model = EnsembleModule(data.vocab_size, data.n_classes, 2, network=partial(Transformer, d_model=16, n_heads=2, d_mlp=32))
 
     class PoisonMember(pl.Callback):
+        def event_steps(self) -> list[int]:
+            return [7]
+
         def on_train_batch_end(self, trainer, pl_module, *args) -> None:
             if trainer.global_step == 7:
                 with torch.no_grad():

@@ -8,6 +8,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from lit_grok.cli import main
 from lit_grok.data import ModularArithmeticDataModule
 from lit_grok.module import GrokkingModule
+from tests.conftest import checkpoint_at
 
 METRICS = {"train/loss", "train/acc", "val/loss", "val/acc", "norm/params", "data/train_size"}
 
@@ -65,7 +66,7 @@ def test_resume_continues_exactly(tiny_args, tmp_path):
                   '"init_args": {"every_n_train_steps": 20, "save_top_k": -1, "save_last": true}}]')
     common = [*tiny_args, "--trainer.max_steps=40", "--trainer.check_val_every_n_epoch=5", checkpoint]
     full = main(["fit", *common])
-    ckpt = Path(full.trainer.log_dir) / "checkpoints" / "epoch=19-step=20.ckpt"
+    ckpt = checkpoint_at(Path(full.trainer.log_dir) / "checkpoints", 20)
     assert ckpt.exists()
     # a version of its own (asked for), so that its scalars can be compared with the uninterrupted run's
     resumed = main(["fit", *common, f"--ckpt_path={ckpt}", "--trainer.logger.init_args.version=resumed"])
@@ -84,6 +85,9 @@ def test_resume_continues_exactly(tiny_args, tmp_path):
 
 
 class _Interrupt(pl.Callback):
+    def event_steps(self) -> list[int]:
+        return [7]  # the step engine ends a batch there
+
     def on_train_batch_end(self, trainer, *args):
         if trainer.global_step == 7:
             raise KeyboardInterrupt
@@ -107,8 +111,7 @@ def test_loss_is_float64_by_default_and_float32_on_request():
 
 def test_linear_warmup_reaches_the_base_rate():
     module = GrokkingModule(6, 5, warmup_steps=4)
-    config = module.configure_optimizers()
-    optimizer, scheduler = config["optimizer"], config["lr_scheduler"]["scheduler"]
+    [optimizer], [scheduler] = module.configure_optimizers()
     rates = []
     for _ in range(6):
         rates.append(optimizer.param_groups[0]["lr"])
@@ -220,7 +223,7 @@ def test_callback_states_after_resume_equal_an_uninterrupted_runs(tmp_path):
         return callbacks
 
     full = fit(60)
-    resumed = fit(60, ckpt_path=tmp_path / "epoch=29-step=30.ckpt")
+    resumed = fit(60, ckpt_path=checkpoint_at(tmp_path, 30))
     for a, b in zip(full, resumed):
         assert a.state_dict() == b.state_dict(), type(a).__name__
     convergence, plateaus, curves, swap, events = resumed

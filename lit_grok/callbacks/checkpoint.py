@@ -3,14 +3,17 @@ step-triggered saves that come after the validation of their step."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import ModelCheckpoint as LightningModelCheckpoint
 
+from lit_grok.loops import validates_after_this_batch
+
 
 class ModelCheckpoint(LightningModelCheckpoint):
-    """A drop-in ``ModelCheckpoint`` whose ``last.ckpt`` is rewritten at the end of training when the run
+    """A drop-in ``ModelCheckpoint`` whose files are named by optimiser step (``step=4000.ckpt``: Lightning's
+    epoch counts the step engine's batches, not passes over the data), whose ``last.ckpt`` is rewritten at the end of training when the run
     stopped after its latest save (``StopOnConvergence``, ``GrokEvents(stop_after)``). Lightning 2.6 writes
     ``last.ckpt`` at train end only if it never wrote one, so a run that converged at step 4200 with saves
     every 1000 steps would leave step 4000's weights as its "last", and a branch started from it would miss
@@ -22,22 +25,15 @@ class ModelCheckpoint(LightningModelCheckpoint):
     StopOnConvergence the measurement). Lightning's own deferral (used for monitored metrics) does the save.
     """
 
+    def __init__(self, dirpath: Optional[str] = None, filename: Optional[str] = "{step}", **kwargs: Any) -> None:
+        super().__init__(dirpath=dirpath, filename=filename, **kwargs)
+
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any, **kwargs: Any) -> None:
         if (self._every_n_train_steps >= 1 and trainer.global_step % self._every_n_train_steps == 0
-                and self._validates_after_this_batch(trainer) and not self._should_skip_saving_checkpoint(trainer)):
+                and validates_after_this_batch(trainer) and not self._should_skip_saving_checkpoint(trainer)):
             self._defer_save_until_validation = True
             return
         super().on_train_batch_end(trainer, pl_module, *args, **kwargs)
-
-    @staticmethod
-    def _validates_after_this_batch(trainer: pl.Trainer) -> bool:
-        """Whether the fit loop runs a validation right after the batch that just ended."""
-        if not trainer.enable_validation or not trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
-            return False
-        every = trainer.check_val_every_n_epoch
-        batches = trainer.num_val_batches
-        has_batches = sum(batches) > 0 if isinstance(batches, list) else batches > 0
-        return has_batches and (every is None or (trainer.current_epoch + 1) % every == 0)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.save_last and self._last_global_step_saved != trainer.global_step:

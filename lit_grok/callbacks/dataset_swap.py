@@ -70,6 +70,10 @@ class DatasetSwap(pl.Callback):
         """For a sweep's result row (-1: no swap)."""
         return {"events/swap_step": -1 if self.swap_step is None else self.swap_step}
 
+    def event_steps(self) -> list[int]:
+        """The step of a pending swap at a step (the step engine ends a batch there, so the swap is exact)."""
+        return [self.at_step] if self.at_step is not None and self.swap_step is None else []
+
     def check_data(self, datamodule: Any) -> None:
         """Called by the CLI once the config is built: D' must fit in the training set it is drawn from."""
         if self.swap_step is None and self.new_size is not None and self.new_size > datamodule.train_size:

@@ -182,6 +182,10 @@ class Members(pl.Callback):
             for callback in self.callbacks[k]:
                 getattr(callback, hook)(view, member)
 
+    def event_steps(self) -> list[int]:
+        """The steps at which members' callbacks act between validations (the step engine ends a batch there)."""
+        return [s for callbacks in self.callbacks for c in callbacks for s in getattr(c, "event_steps", tuple)()]
+
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._call("on_fit_start", trainer, pl_module, running_only=False)
 

@@ -1,4 +1,4 @@
-"""A progress bar over the whole run, for one-step epochs where Lightning's per-epoch bar restarts every step."""
+"""A progress bar over the whole run in optimiser steps, for full batch, where Lightning's per-epoch bar restarts every batch."""
 
 from __future__ import annotations
 

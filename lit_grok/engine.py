@@ -1,0 +1,93 @@
+"""The step engine: a full-batch run takes many optimiser steps inside one Lightning batch.
+
+With full batch, one Lightning batch was one optimiser step, and Lightning's per-batch work (hooks, loop
+bookkeeping, about 1 ms on a CPU) was paid at every step. The engine runs the steps from one event to the
+next inside ``training_step`` (manual optimisation), so that work is paid once per batch while
+``trainer.global_step`` still counts optimiser steps. A batch ends at every step where something keyed to
+steps happens, so everything keeps its meaning:
+
+- a validation every ``check_val_every_n_epoch`` steps (an epoch is one pass over the data: one step in
+  full batch), ``max_steps`` (and ``max_epochs``, counted as steps);
+- saves of every ``ModelCheckpoint(every_n_train_steps=N)``, and any callback's ``event_steps()`` (e.g.
+  ``DatasetSwap(at_step)``);
+- at most ``MAX_STEPS_PER_BATCH`` steps, so that the progress bar and Ctrl-C still answer.
+
+The steps of a batch are the same operations in the same order as one step per batch: parameters are
+bit-identical (tests/test_engine.py). Under the engine Lightning's ``current_epoch`` counts batches (each of
+one or more steps); nothing in lit_grok reads it in full batch. Minibatch runs keep one step per batch, and
+so does a full-batch run that validates by ``val_check_interval`` (``check_val_every_n_epoch: null``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import pytorch_lightning as pl
+from pytorch_lightning.callbacks import ModelCheckpoint
+from torch import Tensor
+
+from lit_grok.loops import count_epochs_as_steps, set_logging_step, validate_by_epoch, validate_every
+
+MAX_STEPS_PER_BATCH = 100
+
+
+def _next_multiple(step: int, every: int) -> int:
+    return (step // every + 1) * every
+
+
+def steps_to_next_event(trainer: pl.Trainer, val_every: Optional[int]) -> int:
+    """How many optimiser steps the next batch takes: up to the nearest step at which a validation, a save,
+    a callback's event or the end of training is due (at least 1, at most ``MAX_STEPS_PER_BATCH``)."""
+    step = trainer.global_step
+    ends = [step + MAX_STEPS_PER_BATCH]
+    if val_every:
+        ends.append(_next_multiple(step, val_every))
+    if trainer.max_steps is not None and trainer.max_steps > 0:
+        ends.append(trainer.max_steps)
+    for callback in trainer.callbacks:
+        every = getattr(callback, "_every_n_train_steps", 0) if isinstance(callback, ModelCheckpoint) else 0
+        if every:
+            ends.append(_next_multiple(step, every))
+        ends.extend(s for s in getattr(callback, "event_steps", tuple)() if s > step)
+    return max(1, min(ends) - step)
+
+
+class StepEngine:
+    """LightningModule mixin (the module sets ``automatic_optimization = False``): manual optimisation running ``steps_to_next_event`` steps of ``training_loss``
+    per full batch (one per batch in minibatch mode), with the module's learning-rate scheduler stepped
+    after each optimiser step, as Lightning's ``interval: step`` would."""
+
+    _val_every: Optional[int] = None
+    _full_batch = False
+
+    def training_loss(self, batch: Any) -> Tensor:
+        """The loss whose gradient one optimiser step follows."""
+        raise NotImplementedError
+
+    def setup_engine(self, trainer: pl.Trainer) -> None:
+        """In full batch: validations every ``check_val_every_n_epoch`` optimiser steps, ``max_epochs`` as steps."""
+        self._full_batch = trainer.num_training_batches == 1
+        self._val_every = trainer.check_val_every_n_epoch if self._full_batch else None
+        if self._full_batch:
+            count_epochs_as_steps(trainer)
+            if self._val_every is not None:  # None: every val_check_interval batches, one step each
+                validate_every(trainer, self._val_every)
+
+    def on_train_start(self) -> None:
+        self.setup_engine(self.trainer)  # type: ignore[attr-defined]
+
+    def on_fit_end(self) -> None:
+        validate_by_epoch(self.trainer)  # type: ignore[attr-defined]
+
+    def training_step(self, batch: Any, batch_idx: int) -> None:
+        trainer: pl.Trainer = self.trainer  # type: ignore[attr-defined]
+        optimizer = self.optimizers()  # type: ignore[attr-defined]
+        scheduler = self.lr_schedulers()  # type: ignore[attr-defined]
+        steps = steps_to_next_event(trainer, self._val_every) if self._full_batch and self._val_every else 1
+        for _ in range(steps):
+            optimizer.zero_grad()
+            self.manual_backward(self.training_loss(batch))  # type: ignore[attr-defined]
+            optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
+        set_logging_step(trainer)
