@@ -58,20 +58,24 @@ class StepEngine:
     after each optimiser step, as Lightning's ``interval: step`` would."""
 
     _val_every: Optional[int] = None
-    _full_batch = False
+    _many_steps = False
 
     def training_loss(self, batch: Any) -> Tensor:
         """The loss whose gradient one optimiser step follows."""
         raise NotImplementedError
 
     def setup_engine(self, trainer: pl.Trainer) -> None:
-        """In full batch: validations every ``check_val_every_n_epoch`` optimiser steps, ``max_epochs`` as steps."""
-        self._full_batch = trainer.num_training_batches == 1
-        self._val_every = trainer.check_val_every_n_epoch if self._full_batch else None
-        if self._full_batch:
+        """In full batch: validations every ``check_val_every_n_epoch`` optimiser steps (none when validation
+        is off), ``max_epochs`` as steps."""
+        full_batch = trainer.num_training_batches == 1
+        every = trainer.check_val_every_n_epoch if trainer.enable_validation else None
+        # validation by val_check_interval (check_val_every_n_epoch: null) counts batches: one step each
+        self._many_steps = full_batch and (every is not None or not trainer.enable_validation)
+        self._val_every = every if self._many_steps else None
+        if full_batch:
             count_epochs_as_steps(trainer)
-            if self._val_every is not None:  # None: every val_check_interval batches, one step each
-                validate_every(trainer, self._val_every)
+        if self._val_every is not None:
+            validate_every(trainer, self._val_every)
 
     def on_train_start(self) -> None:
         self.setup_engine(self.trainer)  # type: ignore[attr-defined]
@@ -83,7 +87,7 @@ class StepEngine:
         trainer: pl.Trainer = self.trainer  # type: ignore[attr-defined]
         optimizer = self.optimizers()  # type: ignore[attr-defined]
         scheduler = self.lr_schedulers()  # type: ignore[attr-defined]
-        steps = steps_to_next_event(trainer, self._val_every) if self._full_batch and self._val_every else 1
+        steps = steps_to_next_event(trainer, self._val_every) if self._many_steps else 1
         for _ in range(steps):
             optimizer.zero_grad()
             self.manual_backward(self.training_loss(batch))  # type: ignore[attr-defined]

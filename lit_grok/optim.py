@@ -167,7 +167,10 @@ class FilteredGradients:
     grad_filters: list[GradientFilter]
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
-        params = list(self.parameters())  # type: ignore[attr-defined]
+        if not self.grad_filters:
+            return
+        # the optimiser's list: the module's parameters in their order, without walking the module tree
+        params = [p for group in optimizer.param_groups for p in group["params"]]
         for gradient_filter in self.grad_filters:
             gradient_filter(params)
 
