@@ -37,7 +37,7 @@ from lit_grok.callbacks import Diverged, ModelCheckpoint
 from lit_grok.callbacks.run_result import summaries
 from lit_grok.callbacks.members import Members, per_member
 from lit_grok.ensemble_module import EnsembleDataModule, EnsembleModule
-from lit_grok.runs import build, parse_config
+from lit_grok.runs import build, parse_config, quiet_lightning_warnings
 
 RESULT = "result.json"
 # config keys (as on the command line) in which runs of one ensemble may differ; anything else must match
@@ -108,14 +108,17 @@ def _visible_gpus() -> int:
 def execute(base: str, overrides: dict[str, Any], log_dir: Path) -> dict[str, Any]:
     """Runs one fit and returns its final metrics, events and step; a run that diverges is recorded as such
     (``diverged``, ``error``) and the sweep goes on. A run that starts processes of its own (DDP) is launched
-    as ``python -m lit_grok fit ...`` with its own command line; any other runs in this process."""
+    as ``python -m lit_grok fit ...`` with its own command line; any other runs in this process. A run
+    interrupted earlier (its ``checkpoints/last.ckpt`` is there) resumes from that checkpoint."""
     start = time.monotonic()
     args = _args(base, overrides, log_dir)
+    last = log_dir / "checkpoints" / "last.ckpt"
+    resume = [f"--ckpt_path={last}"] if last.is_file() else []  # an option of `fit`, not of the config
     if launches_processes(parse_config(args).get("trainer") or {}):
-        metrics, step, extra = _execute_in_own_process(args, log_dir)
+        metrics, step, extra = _execute_in_own_process(args + resume, log_dir)
     else:
         try:
-            cli = _cli(args, run=True)
+            cli = _cli(args + resume, run=True)
         except Diverged as error:
             print(f"error: {error}", file=sys.stderr, flush=True)
             metrics, step = {}, error.step
@@ -226,9 +229,85 @@ def _groups(base: str, overrides: dict[str, Any], pending: list[tuple[int, dict[
     return sorted(groups, key=lambda g: g[0][0])
 
 
+Group = list[tuple[int, dict[str, Any], Path]]  # (position in the sweep, grid parameters, run folder)
+
+
+def run_group(base: str, overrides: dict[str, Any], group: Group) -> list[dict[str, Any]]:
+    """Trains one group (an ensemble, or a run alone) wherever it is called (this process or a Ray worker)
+    and returns each run's record: its id, parameters and result. An error while training is recorded as
+    the group's runs' failure (``failed``, ``error``) rather than raised, so that the sweep goes on; such
+    runs are trained again when the sweep is run again, from their checkpoint where they have one."""
+    quiet_lightning_warnings()  # also in a Ray worker, which did not run the command line's setup
+    resumed = len(group) > 1 and (group_checkpoints([d for _, _, d in group]) / "last.ckpt").exists()
+    for _, _, log_dir in group:
+        if not resumed and not (log_dir / "checkpoints" / "last.ckpt").is_file():
+            shutil.rmtree(log_dir, ignore_errors=True)  # an interrupted run without a checkpoint starts afresh
+    results, together = None, False
+    if len(group) > 1:
+        try:
+            results = execute_group(base, [{**overrides, **p} for _, p, _ in group], [d for _, _, d in group])
+            together = True
+        except NotAnEnsemble as error:
+            print(f"runs {', '.join(str(i) for i, _, _ in group)} cannot train as one ensemble ({error}); "
+                  f"running them one at a time", flush=True)
+        except Exception as error:  # noqa: BLE001 - a failed group is its runs' result, not the sweep's end
+            results = [_failure([i for i, _, _ in group], error)] * len(group)
+    if results is None:
+        results = []
+        for i, p, d in group:
+            try:
+                results.append(execute(base, {**overrides, **p}, d))
+            except SystemExit as exit:  # the run's command line refused its config, in one line on stderr
+                results.append(_failure([i], RuntimeError(f"its config was refused (exit status {exit.code}); "
+                                                          f"the error line printed above it says why")))
+            except Exception as error:  # noqa: BLE001
+                results.append(_failure([i], error))
+    return _records(group, results, together)
+
+
+def _failure(positions: list[int], error: BaseException) -> dict[str, Any]:
+    message = f"{type(error).__name__}: {error}".splitlines()[0]
+    print(f"error: run{'s' if len(positions) > 1 else ''} {', '.join(map(str, positions))} failed: {message}",
+          file=sys.stderr, flush=True)
+    return {"failed": True, "error": message}
+
+
+def _lost(call: tuple, message: str) -> list[dict[str, Any]]:
+    """The records of a group whose Ray worker kept dying."""
+    group = call[2]
+    return _records(group, [{"failed": True, "error": message} for _ in group], False)
+
+
+def _records(group: Group, results: list[dict[str, Any]], together: bool) -> list[dict[str, Any]]:
+    return [{"position": i, "log_dir": str(d), "together": together and len(group),
+             "record": {"run": run_id(p), **p, **r}} for (i, p, d), r in zip(group, results)]
+
+
+def _record(records: list[dict[str, Any]], total: int) -> None:
+    """Writes each run's result.json (on the machine that runs the sweep) and prints one line per run."""
+    for entry in records:
+        record, log_dir = entry["record"], Path(entry["log_dir"])
+        log_dir.mkdir(parents=True, exist_ok=True)
+        (log_dir / RESULT).write_text(json.dumps(record, indent=1))
+        status = f"failed ({record['error']})" if record.get("failed") else \
+            f"step {record['step']}, {record['seconds']} s"
+        print(f"[{entry['position']}/{total}] {record['run']}: {status}"
+              + (f" (ensemble of {entry['together']})" if entry["together"] else ""), flush=True)
+
+
+def group_cost(base: str, overrides: dict[str, Any], group: Group) -> float:
+    """A group's expected cost, for scheduling the longest first: steps x training pairs x runs."""
+    config = parse_config(_args(base, {**overrides, **group[0][1]}, group[0][2]))
+    data = (config.get("data") or {}).get("init_args") or {}
+    size = data.get("train_size") or (data.get("train_fraction") or 1.0) * (data.get("modulus") or 100) ** 2
+    steps = (config.get("trainer") or {}).get("max_steps") or 1
+    return float(max(steps, 1) * size * len(group))
+
+
 def sweep(base: Optional[str] = None, name: Optional[str] = None, grids: Optional[list[dict[str, list[Any]]]] = None,
           overrides: Optional[dict[str, Any]] = None,
-          save_dir: str = "logs", report: Optional[str] = None, max_members: int = 16) -> Path:
+          save_dir: str = "logs", report: Optional[str] = None, max_members: int = 16, workers: int = 1,
+          address: Optional[str] = None) -> Path:
     """Runs every combination of ``grids`` (a list of {config key: [values]}) on top of ``base``.
 
     Args:
@@ -240,6 +319,10 @@ def sweep(base: Optional[str] = None, name: Optional[str] = None, grids: Optiona
         save_dir: where the sweep's folder goes.
         report: a module with ``report(sweep_dir)``, called once every run has finished.
         max_members: the most runs trained together as one ensemble; 1 runs them one at a time.
+        workers: groups (ensembles or single runs) trained at once, each in a Ray worker with its share of
+            this machine's cores; 1 trains them one after another in this process (no Ray needed).
+        address: a Ray cluster to run the groups on (``ray start --head`` prints it); its nodes' CPUs are
+            shared among ``workers`` workers.
     """
     if not base or not name:
         raise ValueError("a sweep needs base (the config every run starts from) and name (its folder).")
@@ -249,37 +332,30 @@ def sweep(base: Optional[str] = None, name: Optional[str] = None, grids: Optiona
         raise FileNotFoundError(f"base config {base!r} does not exist.")
     if max_members < 1:
         raise ValueError(f"max_members must be >= 1, got {max_members}.")
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}.")
     sweep_dir = Path(save_dir) / name
     runs = expand(grids)
     pending = []
     for i, params in enumerate(runs, 1):
         log_dir = sweep_dir / run_id(params) / "version_0"
-        if (log_dir / RESULT).exists():
+        if (log_dir / RESULT).exists() and not json.loads((log_dir / RESULT).read_text()).get("failed"):
             print(f"[{i}/{len(runs)}] {run_id(params)}: done, skipped", flush=True)
         else:
             pending.append((i, params, log_dir))
-    for group in _groups(base, overrides or {}, pending, max_members):
-        resumed = len(group) > 1 and (group_checkpoints([d for _, _, d in group]) / "last.ckpt").exists()
-        for _, _, log_dir in group:
-            if not resumed:
-                shutil.rmtree(log_dir, ignore_errors=True)  # an interrupted run starts afresh
-        results = None
-        if len(group) > 1:
-            try:
-                results = execute_group(base, [{**(overrides or {}), **p} for _, p, _ in group],
-                                        [d for _, _, d in group])
-            except NotAnEnsemble as error:
-                print(f"runs {', '.join(str(i) for i, _, _ in group)} cannot train as one ensemble ({error}); "
-                      f"running them one at a time", flush=True)
-        together = results is not None
-        if results is None:
-            results = [execute(base, {**(overrides or {}), **p}, d) for _, p, d in group]
-        for (i, params, log_dir), result in zip(group, results):
-            record = {"run": run_id(params), **params, **result}
-            (log_dir / RESULT).write_text(json.dumps(record, indent=1))
-            print(f"[{i}/{len(runs)}] {run_id(params)}: step {result['step']}, {result['seconds']} s"
-                  + (f" (ensemble of {len(group)})" if together else ""), flush=True)
-        write_summary(sweep_dir)
+    groups = _groups(base, overrides or {}, pending, max_members)
+    if workers == 1 and address is None:
+        for group in groups:
+            _record(run_group(base, overrides or {}, group), len(runs))
+            write_summary(sweep_dir)
+    else:
+        from lit_grok.distributed import run_on_ray  # Ray is an optional extra
+
+        costs = [group_cost(base, overrides or {}, group) for group in groups]
+        calls = [(base, overrides or {}, g) for g in groups]
+        for records in run_on_ray(run_group, calls, costs, workers, address, lost=_lost):
+            _record(records, len(runs))
+            write_summary(sweep_dir)  # by the driver alone, as each group's results arrive
     summary = write_summary(sweep_dir)
     if report:
         importlib.import_module(report).report(sweep_dir)
@@ -289,6 +365,10 @@ def sweep(base: Optional[str] = None, name: Optional[str] = None, grids: Optiona
 def main(args: Optional[list[str]] = None) -> None:
     """``python -m lit_grok sweep --config SWEEP.yaml``; a bad sweep file ends with one line, not a traceback."""
     try:
-        CLI(sweep, args=args)
+        summary = CLI(sweep, args=args)
     except (ValueError, FileNotFoundError) as error:
         sys.exit(f"error: {error}")
+    failed = [row["run"] for row in csv.DictReader(summary.open()) if row.get("failed") == "True"]
+    if failed:
+        sys.exit(f"error: {len(failed)} run(s) failed ({', '.join(failed)}); summary.csv holds their errors, and "
+                 f"running the sweep again trains them again.")

@@ -130,22 +130,27 @@ def test_figures_leave_the_global_matplotlib_backend_alone(tmp_path):
         matplotlib.use(before)
 
 
-def test_an_error_while_an_ensemble_trains_is_not_taken_for_an_incompatible_group(tmp_path, monkeypatch):
-    """Only a refusal before training (NotAnEnsemble) reruns a group one run at a time; a ValueError raised
-    during training ends the sweep with that error instead of being silently retried."""
+def test_an_error_while_an_ensemble_trains_is_not_taken_for_an_incompatible_group(tmp_path, monkeypatch, capsys):
+    """Only a refusal before training (NotAnEnsemble) reruns a group one run at a time; an error raised
+    during training is recorded as the runs' failure (the sweep goes on), and a rerun trains them again."""
     from lit_grok.callbacks import Members
 
     tiny = {"data.init_args.modulus": 11, "trainer.max_steps": 20, "trainer.check_val_every_n_epoch": 10,
             "model.init_args.network.init_args.d_model": 16, "model.init_args.network.init_args.d_mlp": 32}
     grids = [{"data.init_args.train_size": [40, 60], "data.init_args.random_labels": [True]}]
+    base = str(ROOT / "configs/cpu/efficiency_base.yaml")
+    original = Members.on_validation_end
 
     def fail(self, trainer, pl_module):
         raise ValueError("raised while training")
 
     monkeypatch.setattr(Members, "on_validation_end", fail)
-    with pytest.raises(ValueError, match="raised while training"):
-        sweep(str(ROOT / "configs/cpu/efficiency_base.yaml"), "fails", grids, tiny, save_dir=str(tmp_path))
-    assert not list((tmp_path / "fails").glob("*/version_0/result.json"))  # nothing recorded as finished
+    rows = list(csv.DictReader(sweep(base, "fails", grids, tiny, save_dir=str(tmp_path)).open()))
+    assert [(r["failed"], r["error"]) for r in rows] == [("True", "ValueError: raised while training")] * 2
+    assert "cannot train as one ensemble" not in capsys.readouterr().out
+    monkeypatch.setattr(Members, "on_validation_end", original)
+    rows = list(csv.DictReader(sweep(base, "fails", grids, tiny, save_dir=str(tmp_path)).open()))
+    assert [r["step"] for r in rows] == ["20", "20"] and not any(r.get("failed") == "True" for r in rows)
 
 
 def test_launches_processes_reads_the_trainer_config():

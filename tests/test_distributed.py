@@ -1,0 +1,124 @@
+"""Sweeps on Ray (--workers, --address): the sequential runner's results, nothing lost on faults."""
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from lit_grok.sweep import main, sweep
+
+ray = pytest.importorskip("ray")
+ROOT = Path(__file__).resolve().parents[1]
+BASE = str(ROOT / "configs/cpu/efficiency_base.yaml")
+TINY = {"data.init_args.modulus": 11, "trainer.max_steps": 60, "trainer.check_val_every_n_epoch": 10,
+        "model.init_args.network.init_args.d_model": 16, "model.init_args.network.init_args.d_mlp": 32,
+        "trainer.callbacks": "[]"}
+COLUMNS = ("step", "val/acc", "val/loss", "train/loss", "norm/params")
+
+
+def rows(summary: Path) -> dict[str, dict[str, str]]:
+    return {row["run"]: row for row in csv.DictReader(summary.open())}
+
+
+def _ray_processes() -> list[str]:
+    out = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout.splitlines()
+    return [line for line in out if line.startswith(("ray::", "raylet", "/tmp/ray")) or "gcs_server" in line
+            or "ray/_private" in line or "default_worker.py" in line]
+
+
+def test_two_workers_give_the_sequential_results_and_record_a_failed_run(tmp_path):
+    grids = [{"data.init_args.train_size": [40, 60, 80]},
+             {"data.init_args.train_size": [50], "model.init_args.network.init_args.n_heads": [3]}]  # 16 % 3: fails
+    one = rows(sweep(BASE, "one", grids, TINY, save_dir=str(tmp_path), max_members=1))
+    two = rows(sweep(BASE, "two", grids, TINY, save_dir=str(tmp_path), max_members=1, workers=2))
+    assert sorted(one) == sorted(two) and len(one) == 4
+    bad = "train_size=50-n_heads=3"
+    for summary in (one, two):
+        assert summary[bad]["failed"] == "True" and "its config was refused" in summary[bad]["error"]
+    for run in one:
+        if run != bad:
+            for column in COLUMNS:  # each worker's torch runs on its share of the cores: float32 noise at most
+                assert float(two[run][column]) == pytest.approx(float(one[run][column]), rel=1e-4, abs=1e-6)
+    assert not _ray_processes()  # Ray started on demand and stopped with the sweep
+    # a rerun skips what finished and trains the failed run again (and records it failed again)
+    with pytest.raises(SystemExit, match=r"1 run\(s\) failed \(train_size=50-n_heads=3\)"):
+        main(["--base", BASE, "--name", "one", "--save_dir", str(tmp_path), "--max_members", "1",
+              "--grids", '[{"data.init_args.train_size": [40, 60, 80]}, {"data.init_args.train_size": [50], '
+              '"model.init_args.network.init_args.n_heads": [3]}]', "--overrides", str(TINY).replace("'", '"')])
+
+
+def test_a_killed_worker_is_retried_and_its_run_resumes_from_its_checkpoint(tmp_path):
+    settings = {**TINY, "trainer.max_steps": 1000, "trainer.enable_checkpointing": True, "trainer.callbacks": '[{"class_path": '
+                '"lit_grok.callbacks.ModelCheckpoint", "init_args": {"every_n_train_steps": 50, "save_last": true}}]'}
+    grids = [{"data.init_args.train_size": [60]}]
+    checkpoints = tmp_path / "killed" / "train_size=60" / "version_0" / "checkpoints"
+    killed = []
+
+    def kill_the_worker_once_it_has_saved() -> None:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and not (checkpoints / "last.ckpt").exists():
+            time.sleep(0.02)
+        for line in subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout.splitlines():
+            pid, _, args = line.strip().partition(" ")
+            if args.startswith("ray::_run_with_threads"):
+                os.kill(int(pid), signal.SIGKILL)
+                killed.append(pid)
+
+    killer = threading.Thread(target=kill_the_worker_once_it_has_saved)
+    killer.start()
+    summary = rows(sweep(BASE, "killed", grids, settings, save_dir=str(tmp_path), max_members=1, workers=2))
+    killer.join()
+    alone = rows(sweep(BASE, "alone", grids, settings, save_dir=str(tmp_path), max_members=1))
+    assert killed, "the worker was never seen"
+    run = summary["train_size=60"]
+    assert run.get("failed") in (None, "", "False") and run["step"] == "1000"
+    events = list((checkpoints.parent).glob("events.out.tfevents.*"))
+    assert len(events) == 2  # the killed attempt's and the resumed one's, in the same run folder
+    for column in COLUMNS:
+        assert float(run[column]) == pytest.approx(float(alone["train_size=60"][column]), rel=1e-4, abs=1e-6)
+
+
+def test_ctrl_c_stops_the_workers_and_leaves_no_ray_process(tmp_path):
+    overrides = {**TINY, "trainer.max_steps": 100000}
+    command = [sys.executable, "-m", "lit_grok", "sweep", "--base", BASE, "--name", "ctrl-c", "--save_dir",
+               str(tmp_path), "--max_members", "1", "--workers", "2",
+               "--grids", '[{"data.init_args.train_size": [40, 60]}]', "--overrides", str(overrides).replace("'", '"')]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and len(list((tmp_path / "ctrl-c").glob("*/version_0/events.*"))) < 2:
+        time.sleep(0.1)
+    assert len(list((tmp_path / "ctrl-c").glob("*/version_0/events.*"))) == 2, "both workers should have started"
+    process.send_signal(signal.SIGINT)
+    process.wait(timeout=60)
+    time.sleep(2)
+    assert not _ray_processes()
+    assert not (tmp_path / "ctrl-c" / "summary.csv").exists() or not list(csv.DictReader((tmp_path / "ctrl-c" / "summary.csv").open()))
+
+
+def test_a_sweep_runs_on_a_ray_cluster_of_two_nodes(tmp_path):
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    cluster.add_node(num_cpus=1)
+    try:
+        grids = [{"data.init_args.train_size": [40, 60]}]
+        summary = rows(sweep(BASE, "cluster", grids, TINY, save_dir=str(tmp_path), max_members=1, workers=2,
+                             address=cluster.address))
+        assert sorted(summary) == ["train_size=40", "train_size=60"]
+        assert all(row["step"] == "60" for row in summary.values())
+        assert all((tmp_path / "cluster" / run / "version_0" / "result.json").exists() for run in summary)
+    finally:
+        cluster.shutdown()
+
+
+def test_without_ray_more_than_one_worker_says_how_to_install_it(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
+    with pytest.raises(SystemExit, match=r'need Ray: pip install -e "\.\[ray\]"'):
+        main(["--base", BASE, "--name", "no-ray", "--save_dir", str(tmp_path), "--workers", "2",
+              "--grids", '[{"data.init_args.train_size": [40]}]'])
