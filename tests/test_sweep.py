@@ -154,7 +154,7 @@ def test_an_error_while_an_ensemble_trains_is_not_taken_for_an_incompatible_grou
 
 
 def test_launches_processes_reads_the_trainer_config():
-    from lit_grok.sweep import launches_processes
+    from lit_grok.execution import launches_processes
 
     assert launches_processes({"strategy": "ddp", "devices": 2}) and launches_processes({"devices": 2, "accelerator": "cpu"})
     assert launches_processes({"num_nodes": 2}) and launches_processes({"devices": [0, 1]})
