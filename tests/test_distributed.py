@@ -125,3 +125,15 @@ def test_without_ray_more_than_one_worker_says_how_to_install_it(tmp_path, monke
     with pytest.raises(SystemExit, match=r'need Ray: pip install -e "\.\[ray\]"'):
         main(["--base", BASE, "--name", "no-ray", "--save_dir", str(tmp_path), "--workers", "2",
               "--grids", '[{"data.init_args.train_size": [40]}]'])
+
+
+def test_ensemble_groups_on_two_workers_equal_the_sequential_ones(tmp_path, capsys):
+    grids = [{"data.init_args.train_size": [40, 60, 80, 90], "data.init_args.random_labels": [True]}]
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // 2))
+    one = rows(sweep(BASE, "one", grids, TINY, save_dir=str(tmp_path), max_members=2))
+    two = rows(sweep(BASE, "two", grids, TINY, save_dir=str(tmp_path), max_members=2, workers=2))
+    assert capsys.readouterr().out.count("(ensemble of 2)") == 8  # two groups of two, in each sweep
+    assert sorted(one) == sorted(two) and len(one) == 4
+    for run in one:
+        for column in COLUMNS:
+            assert float(two[run][column]) == float(one[run][column])
