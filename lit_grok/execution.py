@@ -5,14 +5,16 @@ record. ``lit_grok.sweep`` calls ``run_group`` in its own process or, with ``--w
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import json
 import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import pytorch_lightning as pl
 
@@ -70,6 +72,36 @@ def _visible_gpus() -> int:
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
+class ConfigRefused(ValueError):
+    """A run's command line refused its config (the parser's one line, without its exit)."""
+
+
+class _LastError(io.TextIOBase):
+    """Passes writes on to ``stream`` and keeps the last line that starts with ``error: ``."""
+
+    def __init__(self, stream: Any) -> None:
+        self.stream, self.last = stream, ""
+
+    def write(self, text: str) -> int:
+        self.last = next((line for line in reversed(text.splitlines()) if line.startswith("error: ")), self.last)
+        return self.stream.write(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+
+@contextlib.contextmanager
+def refusals_as_errors() -> Iterator[None]:
+    """Turns the CLI's exit on a bad config (its one line on stderr, then status 2) into ``ConfigRefused``
+    carrying that line, so that a sweep records why a run could not start and goes on."""
+    tee = _LastError(sys.stderr)
+    try:
+        with contextlib.redirect_stderr(tee):
+            yield
+    except SystemExit as exit:
+        raise ConfigRefused(tee.last.removeprefix("error: ") or f"its config was refused (exit status {exit.code})") from None
+
+
 def execute(base: str, overrides: dict[str, Any], log_dir: Path) -> dict[str, Any]:
     """Runs one fit and returns its final metrics, events and step; a run that diverges is recorded as such
     (``diverged``, ``error``) and the sweep goes on. A run that starts processes of its own (DDP) is launched
@@ -79,11 +111,14 @@ def execute(base: str, overrides: dict[str, Any], log_dir: Path) -> dict[str, An
     args = run_args(base, overrides, log_dir)
     last = log_dir / "checkpoints" / "last.ckpt"
     resume = [f"--ckpt_path={last}"] if last.is_file() else []  # an option of `fit`, not of the config
-    if launches_processes(parse_config(args).get("trainer") or {}):
+    with refusals_as_errors():
+        trainer_config = parse_config(args).get("trainer") or {}
+    if launches_processes(trainer_config):
         metrics, step, extra = _execute_in_own_process(args + resume, log_dir)
     else:
         try:
-            cli = _cli(args + resume, run=True)
+            with refusals_as_errors():
+                cli = _cli(args + resume, run=True)
         except Diverged as error:
             print(f"error: {error}", file=sys.stderr, flush=True)
             metrics, step = {}, error.step
@@ -126,7 +161,8 @@ def execute_group(base: str, overrides: list[dict[str, Any]], log_dirs: list[Pat
     ``EnsembleModule.from_modules``); an error while training propagates as it is.
     """
     start = time.monotonic()
-    clis = [_cli(run_args(base, o, d), run=False) for o, d in zip(overrides, log_dirs)]
+    with refusals_as_errors():
+        clis = [_cli(run_args(base, o, d), run=False) for o, d in zip(overrides, log_dirs)]
     try:
         model = EnsembleModule.from_modules([c.model for c in clis], seeds=[c.config.seed_everything for c in clis])
         data = EnsembleDataModule.from_datamodules([c.datamodule for c in clis])
@@ -178,9 +214,6 @@ def run_group(base: str, overrides: dict[str, Any], group: Group) -> list[dict[s
         for i, p, d in group:
             try:
                 results.append(execute(base, {**overrides, **p}, d))
-            except SystemExit as exit:  # the run's command line refused its config, in one line on stderr
-                results.append(_failure([i], RuntimeError(f"its config was refused (exit status {exit.code}); "
-                                                          f"the error line printed above it says why")))
             except Exception as error:  # noqa: BLE001
                 results.append(_failure([i], error))
     return _records(group, results, together)
