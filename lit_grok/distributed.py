@@ -53,7 +53,7 @@ def run_on_ray(fn: Callable[..., Any], calls: list[tuple], costs: list[float], w
         cpus = max(1, int(resources.get("CPU", 1)) // workers)
         task = ray.remote(num_cpus=cpus, max_retries=RETRIES, retry_exceptions=False)(_run_with_threads)
         order = sorted(range(len(calls)), key=lambda i: -costs[i])
-        waiting, running = [calls[i] for i in order], []
+        waiting = [calls[i] for i in order]
         submitted: dict[Any, tuple] = {}
         while waiting or submitted:
             while waiting and len(submitted) < workers:

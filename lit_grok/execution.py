@@ -45,6 +45,11 @@ def run_args(base: str, overrides: dict[str, Any], log_dir: Path) -> list[str]:
             "--trainer.enable_model_summary=false"]
 
 
+def run_checkpoint(log_dir: Path) -> Path:
+    """The checkpoint an interrupted run resumes from."""
+    return log_dir / "checkpoints" / "last.ckpt"
+
+
 def _cli(args: list[str], run: bool):
     return build(["fit", *args] if run else args, run=run)
 
@@ -109,7 +114,7 @@ def execute(base: str, overrides: dict[str, Any], log_dir: Path) -> dict[str, An
     interrupted earlier (its ``checkpoints/last.ckpt`` is there) resumes from that checkpoint."""
     start = time.monotonic()
     args = run_args(base, overrides, log_dir)
-    last = log_dir / "checkpoints" / "last.ckpt"
+    last = run_checkpoint(log_dir)
     resume = [f"--ckpt_path={last}"] if last.is_file() else []  # an option of `fit`, not of the config
     with refusals_as_errors():
         trainer_config = parse_config(args).get("trainer") or {}
@@ -197,7 +202,7 @@ def run_group(base: str, overrides: dict[str, Any], group: Group) -> list[dict[s
     quiet_lightning_warnings()  # also in a Ray worker, which did not run the command line's setup
     resumed = len(group) > 1 and (group_checkpoints([d for _, _, d in group]) / "last.ckpt").exists()
     for _, _, log_dir in group:
-        if not resumed and not (log_dir / "checkpoints" / "last.ckpt").is_file():
+        if not resumed and not run_checkpoint(log_dir).is_file():
             shutil.rmtree(log_dir, ignore_errors=True)  # an interrupted run without a checkpoint starts afresh
     results, together = None, False
     if len(group) > 1:

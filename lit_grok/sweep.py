@@ -83,8 +83,7 @@ def write_summary(sweep_dir: Path) -> Path:
     return path
 
 
-def _groups(base: str, overrides: dict[str, Any], pending: list[tuple[int, dict[str, Any], Path]],
-            max_members: int) -> list[list[tuple[int, dict[str, Any], Path]]]:
+def _groups(base: str, overrides: dict[str, Any], pending: Group, max_members: int) -> list[Group]:
     """Pending runs in groups of at most ``max_members`` with equal ``group_key``, in the sweep's order."""
     if max_members == 1 or len(pending) < 2:
         return [[run] for run in pending]
@@ -147,6 +146,7 @@ def sweep(base: Optional[str] = None, name: Optional[str] = None, grids: Optiona
         raise ValueError(f"max_members must be >= 1, got {max_members}.")
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}.")
+    overrides = overrides or {}
     sweep_dir = Path(save_dir) / name
     runs = expand(grids)
     pending = []
@@ -156,16 +156,16 @@ def sweep(base: Optional[str] = None, name: Optional[str] = None, grids: Optiona
             print(f"[{i}/{len(runs)}] {run_id(params)}: done, skipped", flush=True)
         else:
             pending.append((i, params, log_dir))
-    groups = _groups(base, overrides or {}, pending, max_members)
+    groups = _groups(base, overrides, pending, max_members)
     if workers == 1 and address is None:
         for group in groups:
-            _record(run_group(base, overrides or {}, group), len(runs))
+            _record(run_group(base, overrides, group), len(runs))
             write_summary(sweep_dir)
     else:
         from lit_grok.distributed import run_on_ray  # Ray is an optional extra
 
-        costs = [group_cost(base, overrides or {}, group) for group in groups]
-        calls = [(base, overrides or {}, g) for g in groups]
+        costs = [group_cost(base, overrides, group) for group in groups]
+        calls = [(base, overrides, g) for g in groups]
         for records in run_on_ray(run_group, calls, costs, workers, address, lost=lost_records):
             _record(records, len(runs))
             write_summary(sweep_dir)  # by the driver alone, as each group's results arrive
