@@ -59,6 +59,11 @@ def test_efficiency_report_drops_lists_and_counts_unfit_unconverged_and_mixed_ru
     assert result["log10_ref_loss"] == -2.0  # the median of the losses every curve covers
     assert result["per_seed"][1]["mem_norm_at_ref"] == {100: pytest.approx(11.0)}  # seed 1 has no D=400
     assert result["per_seed"][1]["d_crit"] is None
+    # at equal weight decay: mem norms (seeds averaged) 20.5 at D=100 and 40 at D=400 against gen's 30.5 (wd 1)
+    assert result["at_weight_decay"][1.0]["mem_norm"] == {100: 20.5, 400: 40.0}
+    assert result["at_weight_decay"][1.0]["gen_norm"] == 30.5
+    assert result["at_weight_decay"][1.0]["d_crit"] == pytest.approx(100 * 4 ** (10 / 19.5))
+    assert set(result["at_weight_decay"]) == {1.0, 4.0}  # wd 2 ran only rejected runs
     saved = json.loads((tmp_path / "sweep" / "d_crit.json").read_text())
     assert saved["rejected_count"] == result["rejected_count"]
     with open(tmp_path / "sweep" / "efficiency.csv") as f:

@@ -6,7 +6,9 @@ and D, the converged (train loss, parameter norm) points over weight decays form
 in log loss and norm). At a reference loss L_ref, the loss covered by the most curves, each curve's norm
 is read off by linear interpolation in (log10 loss, norm). C_gen's norm at L_ref is the mean over its
 D's. D_crit is where C_mem's norm at L_ref crosses C_gen's, interpolated linearly in log D between the
-two C_mem sizes that bracket it.
+two C_mem sizes that bracket it. ``at_weight_decay`` gives a second estimate that needs no curve: at each
+weight decay that both kinds ran, C_mem's converged norm per D (seeds averaged) against C_gen's mean, so a
+size trained at a single weight decay still counts.
 
 A run counts only if it converged (its own StopOnConvergence stopped it, or ``RULE``, the paper-scale
 config's, fires on its validation curves), fits its training set (train/acc = 1) and, for C_gen, passes
@@ -163,6 +165,20 @@ def estimate(rows: list[dict], seed: Optional[int] = None, log_ref: Optional[flo
             "d_crit": d_crit(mem, gen_norm) if gen_norm is not None else None}
 
 
+def at_weight_decay(rows: list[dict]) -> dict[float, dict]:
+    """At each weight decay both kinds ran: C_mem's converged norm per D, C_gen's mean norm and their crossing."""
+    norms: dict[tuple[str, float, int], list[float]] = defaultdict(list)
+    for row in rows:
+        norms[(row["kind"], row["wd"], row["D"])].append(row["norm/params"])
+    result = {}
+    for wd in sorted({wd for _, wd, _ in norms}):
+        mem = {d: mean(v) for (kind, w, d), v in sorted(norms.items()) if kind == "mem" and w == wd}
+        gen = [mean(v) for (kind, w, _), v in norms.items() if kind == "gen" and w == wd]
+        if mem and gen:
+            result[wd] = {"mem_norm": mem, "gen_norm": mean(gen), "d_crit": d_crit(mem, mean(gen))}
+    return result
+
+
 def figure(all_curves: dict[tuple[str, int], Curve], log_ref: float, result: dict):
     fig, ax = new_figure((7, 4.5))
     mem_sizes = sorted(d for kind, d in all_curves if kind == "mem")
@@ -196,6 +212,7 @@ def report(sweep_dir: Path) -> dict:
     result = estimate(kept)
     result["per_seed"] = {seed: estimate(kept, seed, result["log10_ref_loss"])
                           for seed in sorted({r["seed"] for r in kept})}
+    result["at_weight_decay"] = at_weight_decay(kept)
     result["runs"], result["kept"] = len(rows), len(kept)
     result["rejected"] = {run: why for run, why in reasons.items() if why}
     result["rejected_count"] = {reason: sum(any(w.startswith(reason) for w in why) for why in reasons.values())
