@@ -23,10 +23,9 @@ from __future__ import annotations
 from typing import Any, Optional
 
 import pytorch_lightning as pl
-from pytorch_lightning.callbacks import ModelCheckpoint
 from torch import Tensor
 
-from lit_grok.loops import count_epochs_as_steps, set_logging_step, validate_by_epoch, validate_every
+from lit_grok.loops import count_epochs_as_steps, save_intervals, set_logging_step, validate_by_epoch, validate_every
 
 MAX_STEPS_PER_BATCH = 100
 
@@ -44,10 +43,8 @@ def steps_to_next_event(trainer: pl.Trainer, val_every: Optional[int]) -> int:
         ends.append(_next_multiple(step, val_every))
     if trainer.max_steps is not None and trainer.max_steps > 0:
         ends.append(trainer.max_steps)
+    ends.extend(_next_multiple(step, every) for every in save_intervals(trainer))
     for callback in trainer.callbacks:
-        every = getattr(callback, "_every_n_train_steps", 0) if isinstance(callback, ModelCheckpoint) else 0
-        if every:
-            ends.append(_next_multiple(step, every))
         ends.extend(s for s in getattr(callback, "event_steps", tuple)() if s > step)
     return max(1, min(ends) - step)
 

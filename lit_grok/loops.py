@@ -1,5 +1,5 @@
 """The one place lit_grok reaches into Lightning's loops: making a changed dataset reach the fit loop, the
-step at which Lightning logs what a validation measured, and what the step engine (``lit_grok.engine``)
+step at which Lightning logs what a validation measured, ModelCheckpoint's save interval, and what the step engine (``lit_grok.engine``)
 changes: when a validation runs, the logging step after a batch of several optimiser steps, and
 ``max_epochs`` counted as steps.
 
@@ -14,6 +14,13 @@ from __future__ import annotations
 from typing import Any
 
 import pytorch_lightning as pl
+from pytorch_lightning.callbacks import ModelCheckpoint
+
+
+def save_intervals(trainer: pl.Trainer) -> list[int]:
+    """The ``every_n_train_steps`` of each step-triggered ModelCheckpoint (Lightning keeps it private)."""
+    return [c._every_n_train_steps for c in trainer.callbacks
+            if isinstance(c, ModelCheckpoint) and c._every_n_train_steps > 0]
 
 
 def reload_dataloaders(trainer: pl.Trainer) -> None:

@@ -43,7 +43,7 @@ def test_a_diverging_run_stops_at_the_next_validation_with_one_message(tmp_path)
                          enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
                          callbacks=[PoisonAt(12), guard, curves, checkpoint])
     with pytest.raises(Diverged, match=r"training diverged at step 15: train/loss is nan, norm/params is nan.*"
-                                       r"lower learning rate") as error:
+                                       r"lower learning rate.*last.ckpt holds the last finite weights\.$") as error:
         trainer.fit(model, data)
     assert error.value.step == 15 and guard.summary() == {"diverged": True, "events/diverged_step": 15}
     saved = torch.load(tmp_path / "last.ckpt", weights_only=True)
@@ -63,6 +63,7 @@ def test_the_command_line_exits_non_zero_with_one_line(tmp_path):
     assert result.returncode == 1 and "Traceback" not in result.stderr
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("error: training diverged at step 20: ") and "lower learning rate" in last
+    assert last.endswith("no checkpoint was written.")  # the config saves none: nothing promised
 
 
 def test_an_ensemble_freezes_a_diverged_member_and_the_others_go_on():

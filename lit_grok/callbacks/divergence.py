@@ -4,11 +4,14 @@ checkpoint is never overwritten by non-finite weights."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any, Optional
 
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
+
+from lit_grok.loops import save_intervals
 
 WATCHED = ("train/loss", "norm/params", "val/loss")
 
@@ -19,6 +22,14 @@ class Diverged(RuntimeError):
     def __init__(self, message: str, step: int) -> None:
         super().__init__(message)
         self.step = step
+
+
+def last_checkpoint(trainer: pl.Trainer) -> Optional[str]:
+    """The newest checkpoint file the run's ModelCheckpoints have written, if any."""
+    paths = [Path(p) for c in trainer.checkpoint_callbacks if isinstance(c, ModelCheckpoint)
+             for p in (c.last_model_path, c.best_model_path) if p]
+    paths = [p for p in paths if p.is_file()]
+    return str(max(paths, key=lambda p: p.stat().st_mtime)) if paths else None
 
 
 class StopOnDivergence(pl.Callback):
@@ -47,9 +58,11 @@ class StopOnDivergence(pl.Callback):
         self.diverged_step, self.what = step, what
         trainer.should_stop = True
         if not getattr(trainer, "is_member", False):  # a member is frozen by Members; a run ends here
+            saved = last_checkpoint(trainer)
+            kept = f"{saved} holds the last finite weights" if saved else "no checkpoint was written"
             raise Diverged(f"training diverged at step {step}: {what}. Try a lower learning rate "
-                           f"(model.init_args.optimizer.init_args.lr) or a float64 loss (loss_dtype); the last "
-                           f"checkpoint written before step {step} holds finite weights.", step)
+                           f"(model.init_args.optimizer.init_args.lr) or a float64 loss (loss_dtype); "
+                           f"{kept}.", step)
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking or self.diverged_step is not None:
@@ -61,8 +74,7 @@ class StopOnDivergence(pl.Callback):
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
         step = trainer.global_step
-        saving = any(isinstance(c, ModelCheckpoint) and c._every_n_train_steps > 0 and step % c._every_n_train_steps == 0
-                     for c in trainer.checkpoint_callbacks)
+        saving = any(step % every == 0 for every in save_intervals(trainer))
         if saving and self.diverged_step is None:
             finite = torch.stack([torch.isfinite(p).all() for p in pl_module.parameters()]).all()
             if not bool(finite):
