@@ -1,5 +1,6 @@
 import csv
 import json
+import math
 
 import pytest
 
@@ -96,8 +97,10 @@ def test_grok_time_report_gives_slopes_of_log_steps_and_keeps_capped_runs_apart(
             writer.writerow([f"D={d}-seed={seed}", seed, d, step, 200000 if step < 0 else step])
     result = grok_time.report(sweep)
     assert result["not_grokked"] == ["D=1000-seed=0"]
-    assert [(s["from_D"], s["to_D"]) for s in result["slopes"]] == [(1500, 2000), (2000, 3000)]
-    assert [s["log10_steps_per_100_pairs"] for s in result["slopes"]] == [pytest.approx(-0.2), pytest.approx(-0.1)]
+    assert [(s["from_D"], s["to_D"]) for s in result["slopes"]] == [(1000, 1500), (1500, 2000), (2000, 3000)]
+    assert [s["log10_steps_per_100_pairs"] for s in result["slopes"]] == [
+        pytest.approx(-math.log10(2) / 5), pytest.approx(-0.2), pytest.approx(-0.1)]  # 200,000 at the cap: a bound
+    assert [s["bound"] for s in result["slopes"]] == ["at least", "exact", "exact"]
     with open(sweep / "grok_time.csv") as f:
         rows = list(csv.DictReader(f))
     assert [(r["D"], r["grokked"], r["steps"]) for r in rows][:1] == [("1000", "False", "200000")]

@@ -6,7 +6,8 @@ Reads a sweep's ``summary.csv`` whose runs trained from scratch at several D (an
 never grokked records -1 and the step it stopped at, a lower bound. Exponential growth as D falls is a
 straight line of log10(steps) against D; faster than exponential is a line that steepens towards small
 D. The report gives the slope of log10(median steps) per 100 pairs between neighbouring sizes, smallest
-D first, so a steepening shows as slopes that grow in size, and writes ``grok_time.csv`` and
+D first, so a steepening shows as slopes that grow in size (a size whose runs hit the step cap gives a
+lower bound on the slope next to it), and writes ``grok_time.csv`` and
 ``grok_time.png``.
 
     python -m lit_grok.reports.grok_time logs/grok-time
@@ -39,16 +40,19 @@ def load(sweep_dir: Path) -> list[dict]:
 
 
 def slopes(rows: list[dict]) -> list[dict]:
-    """Between neighbouring sizes where every run grokked: the slope of log10(median steps) per 100 pairs
-    (negative: fewer steps with more data), smallest D first."""
+    """Between neighbouring sizes: the slope of log10(median steps) per 100 pairs (negative: fewer steps with
+    more data), smallest D first. A size with runs stopped by the cap has a median that is a lower bound,
+    so a slope from it is one too (``bound``: "at least" in size); none is given towards such a size."""
     by_d = defaultdict(list)
     for row in rows:
         by_d[row["D"]].append(row)
-    sizes = sorted(d for d, runs in by_d.items() if all(r["grokked"] for r in runs))
+    sizes = sorted(by_d)
     med = {d: median(r["steps"] for r in by_d[d]) for d in sizes}
+    capped = {d for d in sizes if not all(r["grokked"] for r in by_d[d])}
     return [{"from_D": d0, "to_D": d1,
-             "log10_steps_per_100_pairs": (math.log10(med[d1]) - math.log10(med[d0])) / (d1 - d0) * 100}
-            for d0, d1 in zip(sizes, sizes[1:])]
+             "log10_steps_per_100_pairs": (math.log10(med[d1]) - math.log10(med[d0])) / (d1 - d0) * 100,
+             "bound": "at least" if d0 in capped else "exact"}
+            for d0, d1 in zip(sizes, sizes[1:]) if d1 not in capped]
 
 
 def figure(rows: list[dict]):
