@@ -61,6 +61,16 @@ class StopOnConvergence(pl.Callback):
         """For a sweep's result row."""
         return {"converged": self.converged, "events/converged_step": self.converged_step}
 
+    def settled(self, history: list[list[float]]) -> bool:
+        """The rule, on a window of validations (each the monitored metrics' values, oldest first): every
+        metric's spread within its tolerance."""
+        for name, values in zip(self.monitor, zip(*history)):
+            spread, latest = max(values) - min(values), abs(values[-1])
+            tolerance = self.abs_tol.get(name, self.rel_tol * max(latest, 1e-12))
+            if not math.isfinite(spread) or spread > tolerance:
+                return False
+        return True
+
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking or self.converged:
             return
@@ -71,11 +81,8 @@ class StopOnConvergence(pl.Callback):
         self.history = (self.history + [[float(metrics[m]) for m in self.monitor]])[-self.window:]
         if len(self.history) < self.window or trainer.global_step < self.min_steps:
             return
-        for name, values in zip(self.monitor, zip(*self.history)):
-            spread, latest = max(values) - min(values), abs(values[-1])
-            tolerance = self.abs_tol.get(name, self.rel_tol * max(latest, 1e-12))
-            if not math.isfinite(spread) or spread > tolerance:
-                return
+        if not self.settled(self.history):
+            return
         self.converged_step = trainer.global_step
         for logger in trainer.loggers:
             logger.log_metrics({"events/converged_step": float(trainer.global_step)}, step=logging_step(trainer))

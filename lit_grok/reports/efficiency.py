@@ -32,6 +32,7 @@ from typing import Optional
 
 import matplotlib
 
+from lit_grok.callbacks import StopOnConvergence
 from lit_grok.reports import main, new_figure, read_summary, save_figure
 from lit_grok.reports.curves import read_curves
 
@@ -62,13 +63,13 @@ def rejections(row: dict) -> list[str]:
 
 
 def stop_step(history: list[tuple[int, list[float]]], rule: Rule) -> Optional[int]:
-    """The first step at which the rule would have stopped a run with this history of (step, [norm, margin]):
-    over the last ``window`` validations the norm spread by at most ``rel`` of its latest value and the
-    margin by at most ``abs``; None if it never would."""
+    """The first step at which StopOnConvergence with this rule (the norm's spread over the last ``window``
+    validations within ``rel`` of its latest value, the margin's within ``abs``) would have stopped a run
+    with this history of (step, [norm, margin]); None if it never would."""
     rel_tol, abs_tol, window = rule
+    stopper = StopOnConvergence(MONITOR, rel_tol=rel_tol, window=window, abs_tol={MONITOR[1]: abs_tol})
     for end in range(window, len(history) + 1):
-        norms, margins = zip(*(values for _, values in history[end - window:end]))
-        if max(norms) - min(norms) <= rel_tol * abs(norms[-1]) and max(margins) - min(margins) <= abs_tol:
+        if stopper.settled([values for _, values in history[end - window:end]]):
             return history[end - 1][0]
     return None
 
