@@ -166,11 +166,13 @@ def estimate(rows: list[dict], seed: Optional[int] = None, log_ref: Optional[flo
             "d_crit": d_crit(mem, gen_norm) if gen_norm is not None else None}
 
 
-def at_weight_decay(rows: list[dict]) -> dict[float, dict]:
-    """At each weight decay both kinds ran: C_mem's converged norm per D, C_gen's mean norm and their crossing."""
+def at_weight_decay(rows: list[dict], seed: Optional[int] = None) -> dict[float, dict]:
+    """At each weight decay both kinds ran: C_mem's converged norm per D (one seed's, or averaged over seeds),
+    C_gen's mean norm (over all its runs) and their crossing."""
     norms: dict[tuple[str, float, int], list[float]] = defaultdict(list)
     for row in rows:
-        norms[(row["kind"], row["wd"], row["D"])].append(row["norm/params"])
+        if row["kind"] == "gen" or seed is None or row["seed"] == seed:
+            norms[(row["kind"], row["wd"], row["D"])].append(row["norm/params"])
     result = {}
     for wd in sorted({wd for _, wd, _ in norms}):
         mem = {d: mean(v) for (kind, w, d), v in sorted(norms.items()) if kind == "mem" and w == wd}
@@ -211,7 +213,8 @@ def report(sweep_dir: Path) -> dict:
     reasons = {r["run"]: rejections(r) for r in rows}
     kept = [r for r in rows if not reasons[r["run"]]]
     result = estimate(kept)
-    result["per_seed"] = {seed: estimate(kept, seed, result["log10_ref_loss"])
+    result["per_seed"] = {seed: {**estimate(kept, seed, result["log10_ref_loss"]),
+                                 "at_weight_decay": at_weight_decay(kept, seed)}
                           for seed in sorted({r["seed"] for r in kept})}
     result["at_weight_decay"] = at_weight_decay(kept)
     result["runs"], result["kept"] = len(rows), len(kept)
