@@ -1,6 +1,7 @@
 import csv
 import json
 import math
+import time
 
 import pytest
 
@@ -159,3 +160,30 @@ def test_compare_reads_runs_back_side_by_side(tmp_path):
     assert [(r["grokked_step"], r["last_step"], r["final val/acc"]) for r in rows] == [(200, 300, 1.0),
                                                                                       (-1, 300, pytest.approx(0.3))]
     assert rows[0]["final norm/params"] == 12.0 and (tmp_path / "out.png").stat().st_size > 0
+
+
+def test_status_says_where_each_run_of_a_sweep_stands(tmp_path, capsys):
+    from torch.utils.tensorboard import SummaryWriter
+
+    from lit_grok.reports import status
+
+    results = {"a": {"step": 300}, "b": None, "c": {"failed": True, "error": "x"}, "d": {"diverged": True}}
+    for run, result in results.items():
+        run_dir = tmp_path / run / "version_0"
+        with SummaryWriter(str(run_dir)) as writer:
+            for step in (100, 200, 300 if result else 200):  # b is still at its validation of step 200
+                writer.add_scalar("val/acc", step / 1000, step - 1)  # Lightning logs step N's at N - 1
+                writer.add_scalar("norm/params", 40.0, step - 1)
+        if result is not None:
+            (run_dir / "result.json").write_text(json.dumps(result))
+    rows = status.status(tmp_path, now=time.time() + 60)
+    assert [(r["run"], r["state"], r["step"]) for r in rows] == [
+        ("a", "done", 300), ("b", "unfinished", 200), ("c", "failed", 300), ("d", "diverged", 300)]
+    assert rows[1]["val/acc"] == pytest.approx(0.2) and rows[1]["train/loss"] is None
+    assert all(60 <= r["idle_s"] < 120 for r in rows)
+    status.main([str(tmp_path)])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["run", "state", "step", "val/acc", "train/loss", "norm/params", "idle_s"]
+    assert lines[2].split()[:5] == ["b", "unfinished", "200", "0.2", "-"]
+    with pytest.raises(SystemExit, match="holds no run folders"):
+        status.main([str(tmp_path / "a")])

@@ -1,0 +1,68 @@
+"""Where every run of a sweep stands, finished or not: one line per run folder with its state (done, failed,
+diverged, or unfinished: running now or interrupted), its last validated step and metrics, and how long ago
+it last wrote, read from result.json and TensorBoard. For checking on a long sweep without opening
+TensorBoard; it writes nothing.
+
+    python -m lit_grok.reports.status logs/grok-time
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+from lit_grok.reports.curves import read_curves
+
+TAGS = ("val/acc", "train/loss", "norm/params")
+
+
+def state(result: Optional[dict[str, Any]]) -> str:
+    """done, failed or diverged from a run's result.json; unfinished without one."""
+    if result is None:
+        return "unfinished"
+    if result.get("failed"):
+        return "failed"
+    return "diverged" if result.get("diverged") else "done"
+
+
+def status(sweep_dir: Path, now: Optional[float] = None) -> list[dict[str, Any]]:
+    """One row per run folder (``<sweep_dir>/<run>/version_0``): run, state, step (the last validation's),
+    the TAGS there, and seconds since the run last wrote a file."""
+    now = time.time() if now is None else now
+    rows = []
+    for run_dir in sorted(Path(sweep_dir).glob("*/version_0")):
+        path = run_dir / "result.json"
+        result = json.loads(path.read_text()) if path.is_file() else None
+        curves = read_curves(run_dir, TAGS)
+        last = max(curves["val/acc"]) if curves.get("val/acc") else None
+        written = max((p.stat().st_mtime for p in run_dir.rglob("*") if p.is_file()), default=None)
+        rows.append({"run": run_dir.parent.name, "state": state(result), "step": last,
+                     **{tag: curves.get(tag, {}).get(last) for tag in TAGS},
+                     "idle_s": None if written is None else round(now - written)})
+    return rows
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) != 1 or not Path(argv[0]).is_dir():
+        sys.exit("usage: python -m lit_grok.reports.status SWEEP_DIR (a sweep's folder, e.g. logs/grok-time)")
+    rows = status(Path(argv[0]))
+    if not rows:
+        sys.exit(f"error: {argv[0]} holds no run folders (<run>/version_0).")
+    columns = list(rows[0])
+    table = [columns] + [[_cell(row[c]) for c in columns] for row in rows]
+    widths = [max(len(line[i]) for line in table) for i in range(len(columns))]
+    for line in table:
+        print("  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip())
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
