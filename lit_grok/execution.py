@@ -95,16 +95,31 @@ class _LastError(io.TextIOBase):
         self.stream.flush()
 
 
+class Interrupted(SystemExit):
+    """A run stopped by Ctrl-C or SIGTERM: the sweep stops with it (its exit status 1, one line) rather than
+    recording the run as failed and going on to the next."""
+
+
+INTERRUPTED = ("error: interrupted (Ctrl-C or SIGTERM). Run the sweep again to go on: finished runs are "
+               "skipped, an interrupted one resumes from its checkpoints/last.ckpt if it wrote one.")
+
+
 @contextlib.contextmanager
 def refusals_as_errors() -> Iterator[None]:
     """Turns the CLI's exit on a bad config (its one line on stderr, then status 2) into ``ConfigRefused``
-    carrying that line, so that a sweep records why a run could not start and goes on."""
+    carrying that line, so that a sweep records why a run could not start and goes on. Lightning ends a
+    fit interrupted by Ctrl-C (status 1) or SIGTERM (no status) with SystemExit too: that becomes
+    ``Interrupted``."""
     tee = _LastError(sys.stderr)
     try:
         with contextlib.redirect_stderr(tee):
             yield
     except SystemExit as exit:
-        raise ConfigRefused(tee.last.removeprefix("error: ") or f"its config was refused (exit status {exit.code})") from None
+        if exit.code != 2:
+            raise Interrupted(INTERRUPTED) from None
+        raise ConfigRefused(tee.last.removeprefix("error: ") or "its config was refused (exit status 2)") from None
+    except KeyboardInterrupt:  # a Ctrl-C while the config is parsed, before Lightning handles it
+        raise Interrupted(INTERRUPTED) from None
 
 
 def execute(base: str, overrides: dict[str, Any], log_dir: Path) -> dict[str, Any]:
@@ -140,7 +155,10 @@ def _execute_in_own_process(args: list[str], log_dir: Path) -> tuple[dict[str, f
     path = log_dir / "run_result.json"
     command = [sys.executable, "-m", "lit_grok", "fit", *args, "--trainer.callbacks+=lit_grok.callbacks.RunResult",
                f"--trainer.callbacks.path={path}"]
-    process = subprocess.run(command)
+    try:
+        process = subprocess.run(command)
+    except KeyboardInterrupt:  # the run's processes had Ctrl-C too
+        raise Interrupted(INTERRUPTED) from None
     if not path.is_file():
         raise RuntimeError(f"the run's process ({' '.join(command)}) exited with status {process.returncode} "
                            f"and no result.")
@@ -187,7 +205,10 @@ def execute_group(base: str, overrides: list[dict[str, Any]], log_dirs: list[Pat
         (log_dir / "config.yaml").write_text(cli.parser.dump(cli.config, skip_none=False))
     trainer = pl.Trainer(**trainer_args)
     last = folder / "last.ckpt"
-    trainer.fit(model, data, ckpt_path=str(last) if last.exists() else None)
+    try:
+        trainer.fit(model, data, ckpt_path=str(last) if last.exists() else None)
+    except SystemExit:  # Lightning's end of a fit stopped by Ctrl-C or SIGTERM
+        raise Interrupted(INTERRUPTED) from None
     shutil.rmtree(folder, ignore_errors=True)
     seconds = round((time.monotonic() - start) / len(clis), 2)
     return [{**metrics, "step": step, "seconds": seconds, **summaries(mine)}

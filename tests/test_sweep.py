@@ -1,5 +1,9 @@
 import csv
 import json
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -182,3 +186,27 @@ def test_a_sweep_files_name_can_be_overridden_on_the_command_line(capsys):
     assert "name: renamed" in capsys.readouterr().out
     with pytest.raises(SystemExit, match="a sweep needs base"):
         main(["sweep", "--name", "x", "--grids", '[{"seed_everything": [0]}]'])
+
+
+@pytest.mark.parametrize("sig, members", [(signal.SIGINT, 1), (signal.SIGTERM, 1), (signal.SIGINT, 2)])
+def test_an_interrupted_sweep_stops_with_one_line_instead_of_failing_the_run_and_going_on(tmp_path, sig, members):
+    # Lightning ends a fit stopped by Ctrl-C or SIGTERM with SystemExit; the sweep took it for a refused config,
+    # recorded the run as failed and trained the next one (ignoring any further Ctrl-C)
+    overrides = {"data.init_args.modulus": 11, "trainer.max_steps": 100000, "trainer.check_val_every_n_epoch": 10,
+                 "model.init_args.network.init_args.d_model": 16, "model.init_args.network.init_args.d_mlp": 32,
+                 "trainer.callbacks": "[]"}
+    command = [sys.executable, "-m", "lit_grok", "sweep", "--base", str(ROOT / "configs/cpu/efficiency_base.yaml"),
+               "--name", "stop", "--save_dir", str(tmp_path), "--max_members", str(members),
+               "--grids", '[{"data.init_args.train_size": [40, 60]}]', "--overrides", json.dumps(overrides)]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not list((tmp_path / "stop").glob("*/version_0/events.*")):
+        time.sleep(0.1)
+    time.sleep(1)
+    process.send_signal(sig)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 1
+    assert stderr.strip().splitlines()[-1].startswith("error: interrupted (Ctrl-C or SIGTERM). Run the sweep again")
+    assert not list((tmp_path / "stop").glob("*/version_0/result.json"))  # nothing recorded as failed (or done)
+    if members == 1:
+        assert not (tmp_path / "stop" / "train_size=60").exists()  # the next run was not started
