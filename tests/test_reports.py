@@ -1,6 +1,7 @@
 import csv
 import json
 import math
+import os
 import time
 
 import pytest
@@ -176,9 +177,16 @@ def test_status_says_where_each_run_of_a_sweep_stands(tmp_path, capsys):
                 writer.add_scalar("norm/params", 40.0, step - 1)
         if result is not None:
             (run_dir / "result.json").write_text(json.dumps(result))
+    retried = tmp_path / "e" / "version_0"  # failed, and being trained again: written after its result.json
+    retried.mkdir(parents=True)
+    (retried / "result.json").write_text(json.dumps({"failed": True}))
+    os.utime(retried / "result.json", (time.time() - 30, time.time() - 30))
+    with SummaryWriter(str(retried)) as writer:
+        writer.add_scalar("val/acc", 0.5, 99)
     rows = status.status(tmp_path, now=time.time() + 60)
     assert [(r["run"], r["state"], r["step"]) for r in rows] == [
-        ("a", "done", 300), ("b", "unfinished", 200), ("c", "failed", 300), ("d", "diverged", 300)]
+        ("a", "done", 300), ("b", "unfinished", 200), ("c", "failed", 300), ("d", "diverged", 300),
+        ("e", "unfinished", 100)]
     assert rows[1]["val/acc"] == pytest.approx(0.2) and rows[1]["train/loss"] is None
     assert all(60 <= r["idle_s"] < 120 for r in rows)
     status.main([str(tmp_path)])

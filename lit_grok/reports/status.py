@@ -19,9 +19,10 @@ from lit_grok.reports.curves import read_curves
 TAGS = ("val/acc", "train/loss", "norm/params")
 
 
-def state(result: Optional[dict[str, Any]]) -> str:
-    """done, failed or diverged from a run's result.json; unfinished without one."""
-    if result is None:
+def state(result: Optional[dict[str, Any]], written_since: bool = False) -> str:
+    """done, failed or diverged from a run's result.json; unfinished without one, or when a failed run has
+    written since (a rerun of the sweep is training it again)."""
+    if result is None or (result.get("failed") and written_since):
         return "unfinished"
     if result.get("failed"):
         return "failed"
@@ -38,8 +39,9 @@ def status(sweep_dir: Path, now: Optional[float] = None) -> list[dict[str, Any]]
         result = json.loads(path.read_text()) if path.is_file() else None
         curves = read_curves(run_dir, TAGS)
         last = max(curves["val/acc"]) if curves.get("val/acc") else None
-        written = max((p.stat().st_mtime for p in run_dir.rglob("*") if p.is_file()), default=None)
-        rows.append({"run": run_dir.parent.name, "state": state(result), "step": last,
+        written = max((p.stat().st_mtime for p in run_dir.rglob("*") if p.is_file() and p != path), default=None)
+        retried = result is not None and written is not None and written > path.stat().st_mtime
+        rows.append({"run": run_dir.parent.name, "state": state(result, retried), "step": last,
                      **{tag: curves.get(tag, {}).get(last) for tag in TAGS},
                      "idle_s": None if written is None else round(now - written)})
     return rows
