@@ -8,7 +8,8 @@ is read off by linear interpolation in (log10 loss, norm). C_gen's norm at L_ref
 D's. D_crit is where C_mem's norm at L_ref crosses C_gen's, interpolated linearly in log D between the
 two C_mem sizes that bracket it. ``at_weight_decay`` gives a second estimate that needs no curve: at each
 weight decay that both kinds ran, C_mem's converged norm per D (seeds averaged) against C_gen's mean, so a
-size trained at a single weight decay still counts.
+size trained at a single weight decay still counts; ``over_reference_losses`` gives D_crit across the range
+of reference losses where it is defined.
 
 A run counts only if it converged (its own StopOnConvergence stopped it, or ``RULE``, the paper-scale
 config's, fires on its validation curves), fits its training set (train/acc = 1) and, for C_gen, passes
@@ -166,6 +167,16 @@ def estimate(rows: list[dict], seed: Optional[int] = None, log_ref: Optional[flo
             "d_crit": d_crit(mem, gen_norm) if gen_norm is not None else None}
 
 
+def over_reference_losses(rows: list[dict], points: int = 21) -> dict[float, float]:
+    """D_crit at evenly spaced reference losses (log10, rounded to 0.01) across the curves' range, where it is
+    defined (C_mem's curves bracket the crossing and a C_gen curve reaches): its spread over the choice."""
+    all_curves = curves(rows)
+    xs = sorted({x for curve in all_curves.values() for x, _ in curve})
+    grid = [xs[0] + (xs[-1] - xs[0]) * i / (points - 1) for i in range(points)] if len(xs) > 1 else xs
+    found = {round(x, 2): estimate(rows, log_ref=x)["d_crit"] for x in grid}
+    return {x: d for x, d in found.items() if d is not None}
+
+
 def at_weight_decay(rows: list[dict], seed: Optional[int] = None) -> dict[float, dict]:
     """At each weight decay both kinds ran: C_mem's converged norm per D (one seed's, or averaged over seeds),
     C_gen's mean norm (over all its runs) and their crossing."""
@@ -217,6 +228,7 @@ def report(sweep_dir: Path) -> dict:
                                  "at_weight_decay": at_weight_decay(kept, seed)}
                           for seed in sorted({r["seed"] for r in kept})}
     result["at_weight_decay"] = at_weight_decay(kept)
+    result["over_reference_losses"] = over_reference_losses(kept)
     result["runs"], result["kept"] = len(rows), len(kept)
     result["rejected"] = {run: why for run, why in reasons.items() if why}
     result["rejected_count"] = {reason: sum(any(w.startswith(reason) for w in why) for why in reasons.values())
