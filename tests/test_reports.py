@@ -71,7 +71,7 @@ def test_efficiency_report_drops_lists_and_counts_unfit_unconverged_and_mixed_ru
     assert seed1["mem_norm"] == {100: 21.0} and seed1["gen_norm"] == 30.5 and seed1["d_crit"] is None
     # the constructed curves are parallel: the crossing is the same at every reference loss from 1e-6 to 1e-2
     spread = result["over_reference_losses"]
-    assert min(spread) == -6.0 and max(spread) == -2.0 and len(spread) == 21
+    assert min(spread) == -6.0 and max(spread) == -2.0 and len(spread) == 81  # every 0.05
     assert all(d == pytest.approx(100 * 4 ** (10 / 19.5)) for d in spread.values())
     saved = json.loads((tmp_path / "sweep" / "d_crit.json").read_text())
     assert saved["rejected_count"] == result["rejected_count"]

@@ -167,13 +167,13 @@ def estimate(rows: list[dict], seed: Optional[int] = None, log_ref: Optional[flo
             "d_crit": d_crit(mem, gen_norm) if gen_norm is not None else None}
 
 
-def over_reference_losses(rows: list[dict], points: int = 21) -> dict[float, float]:
-    """D_crit at evenly spaced reference losses (log10, rounded to 0.01) across the curves' range, where it is
-    defined (C_mem's curves bracket the crossing and a C_gen curve reaches): its spread over the choice."""
+def over_reference_losses(rows: list[dict], spacing: float = 0.05) -> dict[float, float]:
+    """D_crit at reference losses every ``spacing`` in log10 across the curves' range, where it is defined
+    (C_mem's curves bracket the crossing and a C_gen curve reaches): its spread over that choice."""
     all_curves = curves(rows)
     xs = sorted({x for curve in all_curves.values() for x, _ in curve})
-    grid = [xs[0] + (xs[-1] - xs[0]) * i / (points - 1) for i in range(points)] if len(xs) > 1 else xs
-    found = {round(x, 2): estimate(rows, log_ref=x)["d_crit"] for x in grid}
+    start, stop = math.ceil(xs[0] / spacing), math.floor(xs[-1] / spacing)
+    found = {round(i * spacing, 2): estimate(rows, log_ref=i * spacing)["d_crit"] for i in range(start, stop + 1)}
     return {x: d for x, d in found.items() if d is not None}
 
 
