@@ -80,7 +80,9 @@ def report(sweep_dir: Path) -> dict:
         writer.writeheader()
         writer.writerows(rows)
     result = {"runs": len(rows), "not_grokked": [r["run"] for r in rows if not r["grokked"]],
-              "slopes": slopes(rows)}
+              "slopes": slopes(rows),  # of the median over seeds, at the sizes each seed reached
+              "slopes_per_seed": {seed: slopes([r for r in rows if r["seed"] == seed])
+                                  for seed in sorted({r["seed"] for r in rows})}}
     (sweep_dir / "grok_time.json").write_text(json.dumps(result, indent=1))
     save_figure(figure(rows), sweep_dir, "grok_time.png", TAG)
     return result
