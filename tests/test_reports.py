@@ -73,6 +73,7 @@ def test_efficiency_report_drops_lists_and_counts_unfit_unconverged_and_mixed_ru
     spread = result["over_reference_losses"]
     assert min(spread) == -6.0 and max(spread) == -2.0 and len(spread) == 81  # every 0.05
     assert all(d == pytest.approx(100 * 4 ** (10 / 19.5)) for d in spread.values())
+    assert (tmp_path / "sweep" / "efficiency_by_size.png").stat().st_size > 0
     saved = json.loads((tmp_path / "sweep" / "d_crit.json").read_text())
     assert saved["rejected_count"] == result["rejected_count"]
     with open(tmp_path / "sweep" / "efficiency.csv") as f:

@@ -42,7 +42,8 @@ GEN_FRACTION = 0.95  # the paper's criterion for a C_gen-only network
 Curve = list[tuple[float, float]]  # (log10 train loss, parameter norm), sorted by loss
 
 
-TAG = "efficiency/norm_vs_loss"  # the figure's TensorBoard tag
+TAG = "efficiency/norm_vs_loss"  # the figures' TensorBoard tags
+TAG_BY_SIZE = "efficiency/norm_vs_train_size"
 
 
 MONITOR = ("norm/params", "logits/train_margin")  # what configs/efficiency_base.yaml's StopOnConvergence watches
@@ -212,8 +213,27 @@ def figure(all_curves: dict[tuple[str, int], Curve], log_ref: float, result: dic
     return fig
 
 
+def figure_by_size(by_wd: dict[float, dict]):
+    """Converged norm against D at each weight decay both kinds ran: C_mem's rising line, C_gen's level."""
+    fig, ax = new_figure((6, 4))
+    cmap = matplotlib.colormaps["plasma"]
+    for i, (wd, entry) in enumerate(sorted(by_wd.items())):
+        color = cmap(i / max(1, len(by_wd)))
+        sizes = sorted(entry["mem_norm"])
+        ax.plot(sizes, [entry["mem_norm"][d] for d in sizes], "o-", color=color, label=f"C_mem, wd {wd:g}")
+        ax.axhline(entry["gen_norm"], color=color, ls="--", lw=1, label=f"C_gen (mean), wd {wd:g}")
+        if entry["d_crit"]:
+            ax.axvline(entry["d_crit"], color=color, ls=":", lw=1)
+    ax.set(xscale="log", xlabel="training pairs D", ylabel="parameter norm at convergence",
+           title="converged norm against D at equal weight decay")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
 def report(sweep_dir: Path) -> dict:
-    """Writes efficiency.csv, efficiency.png, d_crit.json in the sweep folder and the figure to TensorBoard."""
+    """Writes efficiency.csv, efficiency.png, efficiency_by_size.png, d_crit.json in the sweep folder and the
+    figures to TensorBoard."""
     sweep_dir = Path(sweep_dir)
     rows = load(sweep_dir)
     sensitivity = rule_sensitivity(sweep_dir, [r["run"] for r in rows])
@@ -258,6 +278,8 @@ def report(sweep_dir: Path) -> dict:
         writer.writerows(sorted(rows, key=lambda r: (r["kind"], r["D"], r["wd"], r["seed"])))
     fig = figure(curves(kept), result["log10_ref_loss"], result)
     save_figure(fig, sweep_dir, "efficiency.png", TAG)
+    if result["at_weight_decay"]:
+        save_figure(figure_by_size(result["at_weight_decay"]), sweep_dir, "efficiency_by_size.png", TAG_BY_SIZE)
     return result
 
 
