@@ -202,3 +202,20 @@ def test_status_says_where_each_run_of_a_sweep_stands(tmp_path, capsys):
     assert lines[2].split()[:5] == ["b", "unfinished", "200", "0.2", "-"]
     with pytest.raises(SystemExit, match="holds no run folders"):
         status.main([str(tmp_path / "a")])
+
+
+def test_d_crit_reads_every_efficiency_estimate(tmp_path):
+    from lit_grok.reports.d_crit import efficiency_d_crit
+
+    path = tmp_path / "d_crit.json"
+    path.write_text(json.dumps({
+        "d_crit": 760.0, "over_reference_losses": {"-6.5": 770.0, "-6.3": 762.0, "-6.2": 756.0},
+        "at_weight_decay": {"2.0": {"d_crit": 769.0}, "4.0": {"d_crit": None}},
+        "per_seed": {"0": {"d_crit": 764.0, "at_weight_decay": {"2.0": {"d_crit": 778.0}}},
+                     "1": {"d_crit": None, "at_weight_decay": {"2.0": {"d_crit": 761.0}}}}}))
+    assert efficiency_d_crit(path) == {
+        "d_crit": 760.0, "per_seed": {"0": 764.0, "1": None}, "over_reference_losses": [756.0, 770.0],
+        "at_weight_decay": {"2.0": 769.0, "4.0": None},
+        "at_weight_decay_per_seed": {"0": {"2.0": 778.0}, "1": {"2.0": 761.0}}}
+    path.write_text(json.dumps({"d_crit": 184.0, "per_seed": {"0": {"d_crit": 178.0}}}))  # an older report's file
+    assert efficiency_d_crit(path) == {"d_crit": 184.0, "per_seed": {"0": 178.0}}

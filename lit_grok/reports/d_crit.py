@@ -57,9 +57,19 @@ def semigrok_crossing(summary: Path) -> Optional[float]:
 
 
 def efficiency_d_crit(d_crit_json: Path) -> dict:
-    """D_crit from the efficiency crossing, with the per-seed values."""
+    """D_crit from the efficiency crossing, with the per-seed values, its range over reference losses and the
+    crossing at equal weight decay (all seeds, then per seed) where the report gives them."""
     result = json.loads(Path(d_crit_json).read_text())
-    return {"d_crit": result["d_crit"], "per_seed": {s: r["d_crit"] for s, r in result.get("per_seed", {}).items()}}
+    per_seed = result.get("per_seed", {})
+    out = {"d_crit": result["d_crit"], "per_seed": {s: r["d_crit"] for s, r in per_seed.items()}}
+    if result.get("over_reference_losses"):
+        out["over_reference_losses"] = [min(result["over_reference_losses"].values()),
+                                        max(result["over_reference_losses"].values())]
+    if "at_weight_decay" in result:
+        out["at_weight_decay"] = {wd: r["d_crit"] for wd, r in result["at_weight_decay"].items()}
+        out["at_weight_decay_per_seed"] = {s: {wd: w["d_crit"] for wd, w in r.get("at_weight_decay", {}).items()}
+                                           for s, r in per_seed.items()}
+    return out
 
 
 def main() -> None:
