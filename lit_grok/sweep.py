@@ -171,15 +171,24 @@ def sweep(base: Optional[str] = None, name: Optional[str] = None, grids: Optiona
             write_summary(sweep_dir)  # by the driver alone, as each group's results arrive
     summary = write_summary(sweep_dir)
     if report:
-        importlib.import_module(report).report(sweep_dir)
+        try:
+            importlib.import_module(report).report(sweep_dir)
+        except Exception as error:  # noqa: BLE001 - the runs are done: say so, and how to rerun the report alone
+            raise ReportFailed(f"the runs are done (summary: {summary}), but the report {report} failed: "
+                               f"{type(error).__name__}: {error}. Rerun it alone with "
+                               f"`python -m {report} {sweep_dir}`.") from error
     return summary
+
+
+class ReportFailed(RuntimeError):
+    """A sweep's runs finished but its report raised; the message says how to rerun the report alone."""
 
 
 def main(args: Optional[list[str]] = None) -> None:
     """``python -m lit_grok sweep --config SWEEP.yaml``; a bad sweep file ends with one line, not a traceback."""
     try:
         summary = CLI(sweep, args=args)
-    except (ValueError, FileNotFoundError) as error:
+    except (ValueError, FileNotFoundError, ReportFailed) as error:
         sys.exit(f"error: {error}")
     failed = [row["run"] for row in csv.DictReader(summary.open()) if row.get("failed") == "True"]
     if failed:

@@ -112,6 +112,22 @@ def test_a_bad_sweep_file_ends_with_one_line(tmp_path, capsys):
         main(["--config", str(tmp_path / "bad.yaml")])
 
 
+def test_a_report_that_fails_after_the_runs_ends_with_one_line_saying_how_to_rerun_it(tmp_path):
+    from lit_grok.sweep import main
+
+    overrides = {"data.init_args.modulus": 11, "trainer.max_steps": 10, "trainer.check_val_every_n_epoch": 10,
+                 "model.init_args.network.init_args.d_model": 16, "model.init_args.network.init_args.d_mlp": 32,
+                 "trainer.callbacks": "[]"}
+    args = ["--base", str(ROOT / "configs/cpu/efficiency_base.yaml"), "--name", "r", "--save_dir", str(tmp_path),
+            "--grids", '[{"data.init_args.train_size": [40]}]', "--overrides", json.dumps(overrides),
+            "--report", "lit_grok.reports.efficiency"]  # needs a random_labels column, which this grid lacks
+    with pytest.raises(SystemExit, match=r"^error: the runs are done \(summary: .*summary.csv\), but the report "
+                                         r"lit_grok.reports.efficiency failed: KeyError: .*Rerun it alone with "
+                                         r"`python -m lit_grok.reports.efficiency .*r`\.$"):
+        main(args)
+    assert (tmp_path / "r" / "train_size=40" / "version_0" / "result.json").is_file()
+
+
 def test_figures_leave_the_global_matplotlib_backend_alone(tmp_path):
     """A notebook's backend must survive importing lit_grok and drawing its figures (no matplotlib.use)."""
     import matplotlib
