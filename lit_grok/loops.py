@@ -1,7 +1,7 @@
 """The one place lit_grok reaches into Lightning's loops: making a changed dataset reach the fit loop, the
-step at which Lightning logs what a validation measured, ModelCheckpoint's save interval, and what the step engine (``lit_grok.engine``)
-changes: when a validation runs, the logging step after a batch of several optimiser steps, and
-``max_epochs`` counted as steps.
+step at which Lightning logs what a validation measured, ModelCheckpoint's save interval, and what the step
+engine (``lit_grok.engine``) changes: when a validation runs, the logging step after a batch of several
+optimiser steps, and ``max_epochs`` counted as steps.
 
 Lightning 2.x has no public "reload the dataloaders now" (pytorch-lightning issues #17327, #21448). Its fit
 and evaluation loops rebuild their loaders at the next epoch start when their cached ``_combined_loader`` is

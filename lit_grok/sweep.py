@@ -116,6 +116,10 @@ def group_cost(base: str, overrides: dict[str, Any], group: Group) -> float:
     return float(max(steps, 1) * size * len(group))
 
 
+class ReportFailed(RuntimeError):
+    """A sweep's runs finished but its report raised; the message says how to rerun the report alone."""
+
+
 def sweep(base: Optional[str] = None, name: Optional[str] = None, grids: Optional[list[dict[str, list[Any]]]] = None,
           overrides: Optional[dict[str, Any]] = None,
           save_dir: str = "logs", report: Optional[str] = None, max_members: int = 16, workers: int = 1,
@@ -178,10 +182,6 @@ def sweep(base: Optional[str] = None, name: Optional[str] = None, grids: Optiona
                                f"{type(error).__name__}: {error}. Rerun it alone with "
                                f"`python -m {report} {sweep_dir}`.") from error
     return summary
-
-
-class ReportFailed(RuntimeError):
-    """A sweep's runs finished but its report raised; the message says how to rerun the report alone."""
 
 
 def main(args: Optional[list[str]] = None) -> None:
