@@ -120,6 +120,16 @@ class ReportFailed(RuntimeError):
     """A sweep's runs finished but its report raised; the message says how to rerun the report alone."""
 
 
+def failed_runs(summary: Path) -> list[str]:
+    """The runs a sweep's summary.csv records as failed (a rerun of the sweep trains them again)."""
+    return [row["run"] for row in csv.DictReader(summary.open()) if row.get("failed") == "True"]
+
+
+def _failed_line(failed: list[str]) -> str:
+    return (f"{len(failed)} run(s) failed ({', '.join(failed)}); summary.csv holds their errors, and running the "
+            f"sweep again trains them again")
+
+
 def sweep(base: Optional[str] = None, name: Optional[str] = None, grids: Optional[list[dict[str, list[Any]]]] = None,
           overrides: Optional[dict[str, Any]] = None,
           save_dir: str = "logs", report: Optional[str] = None, max_members: int = 16, workers: int = 1,
@@ -178,9 +188,11 @@ def sweep(base: Optional[str] = None, name: Optional[str] = None, grids: Optiona
         try:
             importlib.import_module(report).report(sweep_dir)
         except Exception as error:  # noqa: BLE001 - the runs are done: say so, and how to rerun the report alone
+            failed = failed_runs(summary)
             raise ReportFailed(f"the runs are done (summary: {summary}), but the report {report} failed: "
                                f"{type(error).__name__}: {error}. Rerun it alone with "
-                               f"`python -m {report} {sweep_dir}`.") from error
+                               f"`python -m {report} {sweep_dir}`."
+                               + (f" Also, {_failed_line(failed)}." if failed else "")) from error
     return summary
 
 
@@ -190,7 +202,6 @@ def main(args: Optional[list[str]] = None) -> None:
         summary = CLI(sweep, args=args)
     except (ValueError, FileNotFoundError, ReportFailed) as error:
         sys.exit(f"error: {error}")
-    failed = [row["run"] for row in csv.DictReader(summary.open()) if row.get("failed") == "True"]
+    failed = failed_runs(summary)
     if failed:
-        sys.exit(f"error: {len(failed)} run(s) failed ({', '.join(failed)}); summary.csv holds their errors, and "
-                 f"running the sweep again trains them again.")
+        sys.exit(f"error: {_failed_line(failed)}.")

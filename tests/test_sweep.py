@@ -128,6 +128,29 @@ def test_a_report_that_fails_after_the_runs_ends_with_one_line_saying_how_to_rer
     assert (tmp_path / "r" / "train_size=40" / "version_0" / "result.json").is_file()
 
 
+def test_a_failing_report_still_says_which_runs_failed(tmp_path, monkeypatch):
+    from lit_grok.module import GrokkingModule
+    from lit_grok.sweep import main
+
+    original = GrokkingModule.training_step
+
+    def fail_at_60(self, batch, batch_idx):
+        if self.trainer.datamodule.train_size == 60:
+            raise ValueError("raised while training")
+        return original(self, batch, batch_idx)
+
+    monkeypatch.setattr(GrokkingModule, "training_step", fail_at_60)
+    overrides = {"data.init_args.modulus": 11, "trainer.max_steps": 10, "trainer.check_val_every_n_epoch": 10,
+                 "model.init_args.network.init_args.d_model": 16, "model.init_args.network.init_args.d_mlp": 32,
+                 "trainer.callbacks": "[]"}
+    args = ["--base", str(ROOT / "configs/cpu/efficiency_base.yaml"), "--name", "r", "--save_dir", str(tmp_path),
+            "--grids", '[{"data.init_args.train_size": [40, 60]}]', "--overrides", json.dumps(overrides),
+            "--max_members", "1", "--report", "lit_grok.reports.efficiency"]
+    with pytest.raises(SystemExit, match=r"Rerun it alone with `python -m lit_grok.reports.efficiency .*r`\. Also, "
+                                         r"1 run\(s\) failed \(train_size=60\); summary.csv holds their errors"):
+        main(args)
+
+
 def test_figures_leave_the_global_matplotlib_backend_alone(tmp_path):
     """A notebook's backend must survive importing lit_grok and drawing its figures (no matplotlib.use)."""
     import matplotlib
