@@ -12,6 +12,7 @@ import math
 from pathlib import Path
 
 from lit_grok.reports import main, new_figure, save_figure
+from lit_grok.sweep import RESULT
 
 TAGS = ("val/acc", "train/acc", "train/loss", "norm/params")
 
@@ -28,7 +29,7 @@ def read_curves(run_dir: Path, tags: tuple[str, ...] = TAGS) -> dict[str, dict[i
 
 def report(sweep_dir: Path) -> dict:
     sweep_dir = Path(sweep_dir)
-    runs = sorted(p.parent.parent.name for p in sweep_dir.glob("*/version_0/result.json"))
+    runs = sorted(p.parent.parent.name for p in sweep_dir.glob(f"*/version_0/{RESULT}"))
     fig, ax = new_figure((7, 4.5))
     with open(sweep_dir / "curves.csv", "w", newline="") as f:
         writer = csv.writer(f)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from lit_grok.reports.curves import read_curves
+from lit_grok.sweep import RESULT
 
 TAGS = ("val/acc", "train/loss", "norm/params")
 
@@ -35,7 +36,7 @@ def status(sweep_dir: Path, now: Optional[float] = None) -> list[dict[str, Any]]
     now = time.time() if now is None else now
     rows = []
     for run_dir in sorted(Path(sweep_dir).glob("*/version_0")):
-        path = run_dir / "result.json"
+        path = run_dir / RESULT
         result = json.loads(path.read_text()) if path.is_file() else None
         curves = read_curves(run_dir, TAGS)
         last = max(curves["val/acc"]) if curves.get("val/acc") else None
