@@ -105,11 +105,11 @@ INTERRUPTED = ("error: interrupted (Ctrl-C or SIGTERM). Run the sweep again to g
 
 
 @contextlib.contextmanager
-def refusals_as_errors() -> Iterator[None]:
-    """Turns the CLI's exit on a bad config (its one line on stderr, then status 2) into ``ConfigRefused``
-    carrying that line, so that a sweep records why a run could not start and goes on. Lightning ends a
-    fit interrupted by Ctrl-C (status 1) or SIGTERM (no status) with SystemExit too: that becomes
-    ``Interrupted``."""
+def exits_as_errors() -> Iterator[None]:
+    """Turns a run's SystemExit into an error the sweep acts on: the CLI's exit on a bad config (its one line
+    on stderr, then status 2) into ``ConfigRefused`` carrying that line, so that the sweep records why the run
+    could not start and goes on; Lightning's exit on Ctrl-C (status 1) or SIGTERM (no status) into
+    ``Interrupted``, which stops the sweep."""
     tee = _LastError(sys.stderr)
     try:
         with contextlib.redirect_stderr(tee):
@@ -131,13 +131,13 @@ def execute(base: str, overrides: dict[str, Any], log_dir: Path) -> dict[str, An
     args = run_args(base, overrides, log_dir)
     last = run_checkpoint(log_dir)
     resume = [f"--ckpt_path={last}"] if last.is_file() else []  # an option of `fit`, not of the config
-    with refusals_as_errors():
+    with exits_as_errors():
         trainer_config = parse_config(args).get("trainer") or {}
     if launches_processes(trainer_config):
         metrics, step, extra = _execute_in_own_process(args + resume, log_dir)
     else:
         try:
-            with refusals_as_errors():
+            with exits_as_errors():
                 cli = _cli(args + resume, run=True)
         except Diverged as error:
             print(f"error: {error}", file=sys.stderr, flush=True)
@@ -184,7 +184,7 @@ def execute_group(base: str, overrides: list[dict[str, Any]], log_dirs: list[Pat
     ``EnsembleModule.from_modules``); an error while training propagates as it is.
     """
     start = time.monotonic()
-    with refusals_as_errors():
+    with exits_as_errors():
         clis = [_cli(run_args(base, o, d), run=False) for o, d in zip(overrides, log_dirs)]
     try:
         model = EnsembleModule.from_modules([c.model for c in clis], seeds=[c.config.seed_everything for c in clis])
