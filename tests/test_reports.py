@@ -118,6 +118,22 @@ def test_grok_time_report_gives_slopes_of_log_steps_and_keeps_capped_runs_apart(
     assert (sweep / "grok_time.png").stat().st_size > 0
 
 
+def test_the_median_time_to_grok_is_a_bound_only_when_a_capped_run_reaches_the_middle():
+    from lit_grok.reports.grok_time import median_is_a_bound, slopes
+
+    def runs(*steps):  # a negative number: a run stopped by the cap at that many steps
+        return [{"D": 0, "seed": i, "grokked": s > 0, "steps": abs(s)} for i, s in enumerate(steps)]
+
+    assert not median_is_a_bound(runs(100, 200, -300))  # the capped run is the largest: the middle is exact
+    assert median_is_a_bound(runs(100, -300, -300))
+    assert median_is_a_bound(runs(100, -300))  # the median of two averages in the capped run
+    assert not median_is_a_bound(runs(100, 300, 200, 400, -500))
+    assert not median_is_a_bound(runs(300, -300, 100))  # the capped run (>= 300) sorts after the grokked 300
+    rows = [dict(r, D=1000) for r in runs(1000, 2000, -25000)] + [dict(r, D=2000) for r in runs(100, 200, 300)]
+    assert [(s["to_D"], s["bound"]) for s in slopes(rows)] == [(2000, "exact")]
+    assert slopes(rows)[0]["log10_steps_per_100_pairs"] == pytest.approx(-0.1)
+
+
 def test_d_crit_crossings_are_log_interpolated_means_over_seeds(tmp_path):
     from lit_grok.reports.d_crit import crossing, semigrok_crossing, ungrok_crossings
 

@@ -39,16 +39,25 @@ def load(sweep_dir: Path) -> list[dict]:
     return sorted(out, key=lambda r: (r["D"], r["seed"]))
 
 
+def median_is_a_bound(runs: list[dict]) -> bool:
+    """Whether the median of these runs' steps is only a lower bound: a run stopped by the cap (at least its
+    steps, and past every run that grokked) sits at the middle of the sorted runs. One capped run of three
+    leaves the median exact."""
+    ordered = sorted(runs, key=lambda r: (r["steps"], not r["grokked"]))
+    middle = ordered[(len(ordered) - 1) // 2: len(ordered) // 2 + 1]
+    return not all(r["grokked"] for r in middle)
+
+
 def slopes(rows: list[dict]) -> list[dict]:
     """Between neighbouring sizes: the slope of log10(median steps) per 100 pairs (negative: fewer steps with
-    more data), smallest D first. A size with runs stopped by the cap has a median that is a lower bound,
-    so a slope from it is one too (``bound``: "at least" in size); none is given towards such a size."""
+    more data), smallest D first. A size whose median is a lower bound (``median_is_a_bound``) gives a
+    slope from it that is one too (``bound``: "at least" in size); none is given towards such a size."""
     by_d = defaultdict(list)
     for row in rows:
         by_d[row["D"]].append(row)
     sizes = sorted(by_d)
     med = {d: median(r["steps"] for r in by_d[d]) for d in sizes}
-    capped = {d for d in sizes if not all(r["grokked"] for r in by_d[d])}
+    capped = {d for d in sizes if median_is_a_bound(by_d[d])}
     return [{"from_D": d0, "to_D": d1,
              "log10_steps_per_100_pairs": (math.log10(med[d1]) - math.log10(med[d0])) / (d1 - d0) * 100,
              "bound": "at least" if d0 in capped else "exact"}
@@ -59,12 +68,12 @@ def figure(rows: list[dict]):
     fig, ax = new_figure((6, 4))
     for seed in sorted({r["seed"] for r in rows}):
         runs = [r for r in rows if r["seed"] == seed]
-        ax.plot([r["D"] for r in runs if r["grokked"]], [r["steps"] for r in runs if r["grokked"]], "o-",
-                label=f"seed {seed}")
+        line, = ax.plot([r["D"] for r in runs if r["grokked"]], [r["steps"] for r in runs if r["grokked"]], "o-",
+                        label=f"seed {seed}")
         capped = [r for r in runs if not r["grokked"]]
         if capped:
-            ax.plot([r["D"] for r in capped], [r["steps"] for r in capped], "^", color="grey",
-                    label=f"seed {seed}: not grokked by the cap (lower bound)")
+            ax.plot([r["D"] for r in capped], [r["steps"] for r in capped], "^", color=line.get_color(),
+                    markerfacecolor="none", markersize=9, label=f"seed {seed}: not grokked by the cap (lower bound)")
     ax.set(yscale="log", xlabel="training pairs D", ylabel="steps to val/acc >= 0.99")
     ax.legend(fontsize=8)
     fig.tight_layout()
