@@ -220,6 +220,25 @@ def test_status_says_where_each_run_of_a_sweep_stands(tmp_path, capsys):
         status.main([str(tmp_path / "a")])
 
 
+def test_status_of_a_sweep_file_lists_the_runs_not_started(tmp_path, capsys):
+    from lit_grok.reports import status
+
+    sweep = tmp_path / "logs" / "s"
+    (sweep / "train_size=40-seed_everything=0" / "version_0").mkdir(parents=True)
+    (sweep / "train_size=40-seed_everything=0" / "version_0" / "result.json").write_text('{"step": 10}')
+    path = tmp_path / "sweep.yaml"
+    path.write_text(f"base: b.yaml\nname: s\nsave_dir: {tmp_path / 'logs'}\ngrids:\n"
+                    f"  - data.init_args.train_size: [40, 60]\n    seed_everything: [0]\n")
+    assert status.sweep_file(path) == (sweep, ["train_size=40-seed_everything=0", "train_size=60-seed_everything=0"])
+    status.main([str(path)])
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[:3] for line in lines[1:]] == [["train_size=40-seed_everything=0", "done", "-"],
+                                                        ["train_size=60-seed_everything=0", "not", "started"]]
+    path.write_text("trainer:\n  max_steps: 3\n")
+    with pytest.raises(SystemExit, match="is not a sweep file"):
+        status.main([str(path)])
+
+
 def test_d_crit_reads_every_efficiency_estimate(tmp_path):
     from lit_grok.reports.d_crit import efficiency_d_crit
 

@@ -1,9 +1,11 @@
 """Where every run of a sweep stands, finished or not: one line per run folder with its state (done, failed,
 diverged, or unfinished: running now or interrupted), its last validated step and metrics, and how long ago
-it last wrote, read from result.json and TensorBoard. For checking on a long sweep without opening
-TensorBoard; it writes nothing.
+it last wrote, read from result.json and TensorBoard. Given the sweep file instead of its folder, it also
+lists the grid's runs that have not started. For checking on a long sweep without opening TensorBoard; it
+writes nothing.
 
     python -m lit_grok.reports.status logs/grok-time
+    python -m lit_grok.reports.status configs/grok_time.yaml
 """
 
 from __future__ import annotations
@@ -12,10 +14,12 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
+
+import yaml
 
 from lit_grok.reports.curves import read_curves
-from lit_grok.sweep import RESULT
+from lit_grok.sweep import RESULT, expand, run_id
 
 TAGS = ("val/acc", "train/loss", "norm/params")
 
@@ -30,9 +34,10 @@ def state(result: Optional[dict[str, Any]], written_since: bool = False) -> str:
     return "diverged" if result.get("diverged") else "done"
 
 
-def status(sweep_dir: Path, now: Optional[float] = None) -> list[dict[str, Any]]:
+def status(sweep_dir: Path, now: Optional[float] = None, planned: Sequence[str] = ()) -> list[dict[str, Any]]:
     """One row per run folder (``<sweep_dir>/<run>/version_0``): run, state, step (the last validation's),
-    the TAGS there, and seconds since the run last wrote a file."""
+    the TAGS there, and seconds since the run last wrote a file; then one row, "not started", per run named
+    in ``planned`` that has no folder."""
     now = time.time() if now is None else now
     rows = []
     for run_dir in sorted(Path(sweep_dir).glob("*/version_0")):
@@ -45,7 +50,18 @@ def status(sweep_dir: Path, now: Optional[float] = None) -> list[dict[str, Any]]
         rows.append({"run": run_dir.parent.name, "state": state(result, retried), "step": last,
                      **{tag: curves.get(tag, {}).get(last) for tag in TAGS},
                      "idle_s": None if written is None else round(now - written)})
+    started = {row["run"] for row in rows}
+    rows += [{"run": run, "state": "not started", "step": None, **dict.fromkeys(TAGS), "idle_s": None}
+             for run in planned if run not in started]
     return rows
+
+
+def sweep_file(path: Path) -> tuple[Path, list[str]]:
+    """A sweep file's folder (``save_dir``/``name``) and the names of the runs its grids make."""
+    config = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(config, dict) or not config.get("name") or not config.get("grids"):
+        raise ValueError(f"{path} is not a sweep file (it needs name and grids).")
+    return Path(config.get("save_dir") or "logs") / config["name"], [run_id(p) for p in expand(config["grids"])]
 
 
 def _cell(value: Any) -> str:
@@ -55,11 +71,18 @@ def _cell(value: Any) -> str:
 
 
 def main(argv: list[str]) -> None:
-    if len(argv) != 1 or not Path(argv[0]).is_dir():
-        sys.exit("usage: python -m lit_grok.reports.status SWEEP_DIR (a sweep's folder, e.g. logs/grok-time)")
-    rows = status(Path(argv[0]))
+    if len(argv) != 1 or not Path(argv[0]).exists():
+        sys.exit("usage: python -m lit_grok.reports.status SWEEP_DIR_OR_FILE (a sweep's folder, e.g. "
+                 "logs/grok-time, or its sweep file, e.g. configs/grok_time.yaml)")
+    sweep_dir, planned = Path(argv[0]), []
+    if sweep_dir.is_file():
+        try:
+            sweep_dir, planned = sweep_file(sweep_dir)
+        except (ValueError, yaml.YAMLError) as error:
+            sys.exit(f"error: {error}")
+    rows = status(sweep_dir, planned=planned)
     if not rows:
-        sys.exit(f"error: {argv[0]} holds no run folders (<run>/version_0).")
+        sys.exit(f"error: {sweep_dir} holds no run folders (<run>/version_0).")
     columns = list(rows[0])
     table = [columns] + [[_cell(row[c]) for c in columns] for row in rows]
     widths = [max(len(line[i]) for line in table) for i in range(len(columns))]
