@@ -118,6 +118,22 @@ def test_grok_time_report_gives_slopes_of_log_steps_and_keeps_capped_runs_apart(
     assert (sweep / "grok_time.png").stat().st_size > 0
 
 
+def test_a_report_on_a_folder_that_is_not_its_sweep_ends_with_one_line(tmp_path):
+    from lit_grok.reports import main
+    from lit_grok.reports.grok_time import report
+
+    with pytest.raises(SystemExit, match="is not a folder; give the sweep's folder"):
+        main(report, [str(tmp_path / "nope")])
+    with pytest.raises(SystemExit, match=r"summary.csv does not exist: is .* a sweep's folder\?"):
+        main(report, [str(tmp_path)])
+    (tmp_path / "summary.csv").write_text("run,step\nx,10\n")
+    with pytest.raises(SystemExit, match=r"summary.csv has no column 'data.init_args.train_size', "
+                                         r"which lit_grok.reports.grok_time reads"):
+        main(report, [str(tmp_path)])
+    with pytest.raises(SystemExit, match=r"^usage: python -m lit_grok.reports.grok_time SWEEP_DIR"):
+        main(report, [])
+
+
 def test_the_median_time_to_grok_is_a_bound_only_when_a_capped_run_reaches_the_middle():
     from lit_grok.reports.grok_time import median_is_a_bound, slopes
 

@@ -7,7 +7,7 @@ import json
 import math
 import sys
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Optional
 
 
 def read_summary(sweep_dir: Path, numbers: tuple[str, ...] = ()) -> list[dict]:
@@ -21,9 +21,27 @@ def read_summary(sweep_dir: Path, numbers: tuple[str, ...] = ()) -> list[dict]:
     return rows
 
 
-def main(report: Callable[[Path], dict]) -> None:
-    """``python -m lit_grok.reports.<experiment> SWEEP_DIR``: runs the report and prints its result."""
-    print(json.dumps(report(Path(sys.argv[1])), indent=1))
+def main(report: Callable[[Path], dict], argv: Optional[list[str]] = None) -> None:
+    """``python -m lit_grok.reports.<experiment> SWEEP_DIR``: runs the report and prints its result; a folder
+    that is not a sweep of the report's experiment ends with one line, not a traceback."""
+    argv = sys.argv[1:] if argv is None else argv
+    module = sys.modules.get(report.__module__)  # run as `python -m`, the report's module is __main__
+    name = getattr(getattr(module, "__spec__", None), "name", None) or report.__module__
+    if len(argv) != 1:
+        sys.exit(f"usage: python -m {name} SWEEP_DIR (a sweep's folder, e.g. logs/grok-time)")
+    sweep_dir = Path(argv[0])
+    if not sweep_dir.is_dir():
+        sys.exit(f"error: {sweep_dir} is not a folder; give the sweep's folder (its save_dir/name, e.g. "
+                 f"logs/grok-time).")
+    try:
+        result = report(sweep_dir)
+    except FileNotFoundError as error:
+        sys.exit(f"error: {error.filename} does not exist: is {sweep_dir} a sweep's folder? A sweep writes "
+                 f"summary.csv after its first run.")
+    except KeyError as error:
+        sys.exit(f"error: {sweep_dir}/summary.csv has no column {error}, which {name} reads: is {sweep_dir} a "
+                 f"sweep of that report's experiment?")
+    print(json.dumps(result, indent=1))
 
 
 def new_figure(figsize: tuple[float, float]):
