@@ -134,6 +134,24 @@ def test_a_report_on_a_folder_that_is_not_its_sweep_ends_with_one_line(tmp_path)
         main(report, [])
 
 
+def test_grok_time_curvature_is_zero_for_exponential_growth_and_positive_for_faster():
+    from lit_grok.reports.grok_time import curvature
+
+    def rows(log_steps, slower=0.3):  # seed 1 takes 10^0.3 = 2x seed 0's steps everywhere, plus noise
+        return [{"D": d, "seed": seed, "grokked": True, "steps": 10 ** (log_steps(d) + slower * seed + noise)}
+                for i, d in enumerate((3000, 3500, 4000, 4500)) for seed, noise in enumerate((0.02 * (-1) ** i, 0))]
+
+    exponential = curvature(rows(lambda d: 6 - d / 1000))
+    assert exponential["c2"] == pytest.approx(0, abs=0.1) and exponential["runs"] == 8
+    faster = curvature(rows(lambda d: 6 - d / 1000 + 0.5 * ((d - 3750) / 1000) ** 2))
+    assert faster["c2"] == pytest.approx(0.5, abs=0.1) and 0 < faster["c2_se"] < 0.2
+    assert faster["c2"] - exponential["c2"] == pytest.approx(0.5)
+    dropped = rows(lambda d: 6 - d / 1000)[:-1]  # seed 1 lacks D = 4500: its offset must not bend the fit
+    assert curvature(dropped)["c2"] == pytest.approx(exponential["c2"], abs=0.1)
+    assert faster["sizes"] == [3000, 3500, 4000, 4500]
+    assert curvature(rows(lambda d: 3)[:4])["c2"] is None  # two sizes: no curvature to fit
+
+
 def test_the_median_time_to_grok_is_a_bound_only_when_a_capped_run_reaches_the_middle():
     from lit_grok.reports.grok_time import median_is_a_bound, slopes
 

@@ -7,8 +7,9 @@ never grokked records -1 and the step it stopped at, a lower bound. Exponential 
 straight line of log10(steps) against D; faster than exponential is a line that steepens towards small
 D. The report gives the slope of log10(median steps) per 100 pairs between neighbouring sizes, smallest
 D first, so a steepening shows as slopes that grow in size (a size whose runs hit the step cap gives a
-lower bound on the slope next to it), and writes ``grok_time.csv`` and
-``grok_time.png``.
+lower bound on the slope next to it), and the curvature of a quadratic fit of log10(steps) against D over
+every run that grokked (``curvature``: positive is faster than exponential), and writes ``grok_time.csv``,
+``grok_time.json`` and ``grok_time.png``.
 
     python -m lit_grok.reports.grok_time logs/grok-time
 """
@@ -64,6 +65,30 @@ def slopes(rows: list[dict]) -> list[dict]:
             for d0, d1 in zip(sizes, sizes[1:]) if d1 not in capped]
 
 
+def curvature(rows: list[dict]) -> dict:
+    """A least-squares fit of log10(steps) = c0[seed] + c1 x + c2 x^2 over the runs that grokked, x = (D -
+    mean D) / 1000, with an intercept per seed (a seed that is slower everywhere shifts its line, not the
+    shape): exponential growth is c2 = 0, faster than exponential as D falls is c2 > 0 (the slope steepens
+    towards small D). Gives c2, its standard error and the runs fitted; runs stopped by the cap are left
+    out, which can only understate c2 (their true times are longer, at the smallest sizes)."""
+    import numpy as np
+
+    runs = [r for r in rows if r["grokked"]]
+    seeds = sorted({r["seed"] for r in runs})
+    if len({r["D"] for r in runs}) < 3 or len(runs) <= len(seeds) + 2:
+        return {"c2": None, "c2_se": None, "runs": len(runs)}
+    d = np.array([r["D"] for r in runs], dtype=float)
+    x = (d - d.mean()) / 1000
+    design = np.stack([x ** 2, x, *[[float(r["seed"] == seed) for r in runs] for seed in seeds]], 1)
+    y = np.log10([r["steps"] for r in runs])
+    coef, *_ = np.linalg.lstsq(design, y, rcond=None)
+    residual = y - design @ coef
+    variance = float(residual @ residual) / (len(runs) - design.shape[1])
+    se = math.sqrt(variance * np.linalg.inv(design.T @ design)[0, 0])
+    return {"c2": float(coef[0]), "c2_se": se, "runs": len(runs), "seeds": seeds,
+            "sizes": sorted({int(v) for v in d})}
+
+
 def figure(rows: list[dict]):
     fig, ax = new_figure((6, 4))
     for seed in sorted({r["seed"] for r in rows}):
@@ -91,7 +116,8 @@ def report(sweep_dir: Path) -> dict:
     result = {"runs": len(rows), "not_grokked": [r["run"] for r in rows if not r["grokked"]],
               "slopes": slopes(rows),  # of the median over seeds, at the sizes each seed reached
               "slopes_per_seed": {seed: slopes([r for r in rows if r["seed"] == seed])
-                                  for seed in sorted({r["seed"] for r in rows})}}
+                                  for seed in sorted({r["seed"] for r in rows})},
+              "curvature": curvature(rows)}
     (sweep_dir / "grok_time.json").write_text(json.dumps(result, indent=1))
     save_figure(figure(rows), sweep_dir, "grok_time.png", TAG)
     return result
