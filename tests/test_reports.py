@@ -111,6 +111,8 @@ def test_grok_time_report_gives_slopes_of_log_steps_and_keeps_capped_runs_apart(
         pytest.approx(-math.log10(2) / 5), pytest.approx(-0.2), pytest.approx(-0.1)]  # 200,000 at the cap: a bound
     assert [s["bound"] for s in result["slopes"]] == ["at least", "exact", "exact"]
     assert result["slopes_per_seed"][0] == result["slopes"]  # seed 0 ran every size, with the median's steps
+    assert result["curvature"]["c2"] > 0 and result["curvature"]["sizes"] == [1500, 2000, 3000]
+    assert result["curvature_without"] == {1500: None, 2000: None, 3000: None}  # two sizes are no curve
     assert [(s["from_D"], s["to_D"]) for s in result["slopes_per_seed"][1]] == [(1500, 2000), (2000, 3000)]
     with open(sweep / "grok_time.csv") as f:
         rows = list(csv.DictReader(f))

@@ -117,7 +117,10 @@ def report(sweep_dir: Path) -> dict:
               "slopes": slopes(rows),  # of the median over seeds, at the sizes each seed reached
               "slopes_per_seed": {seed: slopes([r for r in rows if r["seed"] == seed])
                                   for seed in sorted({r["seed"] for r in rows})},
-              "curvature": curvature(rows)}
+              "curvature": curvature(rows),
+              # whether one size decides the sign: the fit again without each size in turn
+              "curvature_without": {d: curvature([r for r in rows if r["D"] != d])["c2"]
+                                    for d in sorted({r["D"] for r in rows if r["grokked"]})}}
     (sweep_dir / "grok_time.json").write_text(json.dumps(result, indent=1))
     save_figure(figure(rows), sweep_dir, "grok_time.png", TAG)
     return result
