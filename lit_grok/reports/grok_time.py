@@ -70,7 +70,7 @@ def curvature(rows: list[dict]) -> dict:
     mean D) / 1000, with an intercept per seed (a seed that is slower everywhere shifts its line, not the
     shape): exponential growth is c2 = 0, faster than exponential as D falls is c2 > 0 (the slope steepens
     towards small D). Gives c2, its standard error and the runs fitted; runs stopped by the cap are left
-    out, which can only understate c2 (their true times are longer, at the smallest sizes)."""
+    out, which most likely understates c2 (their true times are longer, at the smallest sizes)."""
     import numpy as np
 
     runs = [r for r in rows if r["grokked"]]
@@ -91,13 +91,16 @@ def curvature(rows: list[dict]) -> dict:
 
 def figure(rows: list[dict]):
     fig, ax = new_figure((6, 4))
-    for seed in sorted({r["seed"] for r in rows}):
+    seeds = sorted({r["seed"] for r in rows})
+    spread = (max(r["D"] for r in rows) - min(r["D"] for r in rows)) / 50  # capped markers side by side
+    for i, seed in enumerate(seeds):
         runs = [r for r in rows if r["seed"] == seed]
         line, = ax.plot([r["D"] for r in runs if r["grokked"]], [r["steps"] for r in runs if r["grokked"]], "o-",
                         label=f"seed {seed}")
         capped = [r for r in runs if not r["grokked"]]
         if capped:
-            ax.plot([r["D"] for r in capped], [r["steps"] for r in capped], "^", color=line.get_color(),
+            offset = (i - (len(seeds) - 1) / 2) * spread
+            ax.plot([r["D"] + offset for r in capped], [r["steps"] for r in capped], "^", color=line.get_color(),
                     markerfacecolor="none", markersize=9, label=f"seed {seed}: not grokked by the cap (lower bound)")
     ax.set(yscale="log", xlabel="training pairs D", ylabel="steps to val/acc >= 0.99")
     ax.legend(fontsize=8)
