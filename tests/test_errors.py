@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 OPT = "--model.init_args.optimizer.init_args."
 
@@ -28,15 +30,33 @@ BAD = [
 ]
 
 
-def test_bad_values_end_in_one_line_naming_the_key(tmp_path):
+def _one_line(err: str) -> list[str]:
+    return [line for line in err.splitlines() if line.strip() and not line.startswith("Seed set")]
+
+
+@pytest.mark.parametrize("override, expected", BAD, ids=[override for override, _ in BAD])
+def test_bad_values_end_in_one_line_naming_the_key(override, expected, tmp_path, monkeypatch, capsys):
+    from lit_grok.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit:
+        main(["fit", "-c", str(ROOT / "configs/cpu/grok.yaml"), override, f"--trainer.logger.init_args.save_dir={tmp_path}"])
+    err = capsys.readouterr().err
+    assert exit.value.code == 2 and "Traceback" not in err and len(_one_line(err)) == 1, (override, err)
+    assert _one_line(err)[0].startswith(f"error: {expected}"), (override, err)
+
+
+def test_bad_values_through_python_m_exit_with_status_2_and_no_traceback(tmp_path):
+    """The same, as a user meets it: a process, its exit status and its whole stderr (a parse error, a value
+    refused when the model is built, an unknown key)."""
+    cases = [BAD[0], BAD[7], BAD[-1]]
     runs = [subprocess.Popen([sys.executable, "-m", "lit_grok", "fit", "-c", str(ROOT / "configs/cpu/grok.yaml"),
                               override, f"--trainer.logger.init_args.save_dir={tmp_path}"],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
                              env={**os.environ, "OMP_NUM_THREADS": "1"})
-            for override, _ in BAD]
-    for (override, expected), run in zip(BAD, runs):
+            for override, _ in cases]
+    for (override, expected), run in zip(cases, runs):
         _, err = run.communicate(timeout=240)
-        lines = [line for line in err.splitlines() if line.strip() and not line.startswith("Seed set")]
         assert run.returncode == 2, (override, err)
-        assert "Traceback" not in err and len(lines) == 1, (override, err)
-        assert lines[0].startswith(f"error: {expected}"), (override, lines[0])
+        assert "Traceback" not in err and len(_one_line(err)) == 1, (override, err)
+        assert _one_line(err)[0].startswith(f"error: {expected}"), (override, _one_line(err)[0])
