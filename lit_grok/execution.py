@@ -50,6 +50,13 @@ def run_checkpoint(log_dir: Path) -> Path:
     return log_dir / "checkpoints" / "last.ckpt"
 
 
+def checkpoint_step(path: Path) -> int:
+    """The optimiser step a Lightning checkpoint was saved at."""
+    import torch
+
+    return int(torch.load(path, map_location="cpu", weights_only=False)["global_step"])
+
+
 def _cli(args: list[str], run: bool):
     return build(["fit", *args] if run else args, run=run)
 
@@ -131,6 +138,8 @@ def execute(base: str, overrides: dict[str, Any], log_dir: Path) -> dict[str, An
     args = run_args(base, overrides, log_dir)
     last = run_checkpoint(log_dir)
     resume = [f"--ckpt_path={last}"] if last.is_file() else []  # an option of `fit`, not of the config
+    # seconds count from here: a resumed run says from which step, so that its time is not read as the whole run's
+    resumed = {"resumed_from_step": checkpoint_step(last)} if resume else {}
     with exits_as_errors():
         trainer_config = parse_config(args).get("trainer") or {}
     if launches_processes(trainer_config):
@@ -147,7 +156,7 @@ def execute(base: str, overrides: dict[str, Any], log_dir: Path) -> dict[str, An
             metrics = {k: float(v) for k, v in sorted(cli.trainer.callback_metrics.items())}
             step, extra = cli.trainer.global_step, summaries(cli.trainer.callbacks)
     # the same columns in the same order as an ensemble's runs (execute_group)
-    return {**metrics, "step": step, "seconds": round(time.monotonic() - start, 2), **extra}
+    return {**metrics, "step": step, "seconds": round(time.monotonic() - start, 2), **resumed, **extra}
 
 
 def _execute_in_own_process(args: list[str], log_dir: Path) -> tuple[dict[str, float], int, dict[str, Any]]:
@@ -205,13 +214,14 @@ def execute_group(base: str, overrides: list[dict[str, Any]], log_dirs: list[Pat
         (log_dir / "config.yaml").write_text(cli.parser.dump(cli.config, skip_none=False))
     trainer = pl.Trainer(**trainer_args)
     last = folder / "last.ckpt"
+    resumed = {"resumed_from_step": checkpoint_step(last)} if last.exists() else {}
     try:
         trainer.fit(model, data, ckpt_path=str(last) if last.exists() else None)
     except SystemExit:  # Lightning's end of a fit stopped by Ctrl-C or SIGTERM
         raise Interrupted(INTERRUPTED) from None
     shutil.rmtree(folder, ignore_errors=True)
     seconds = round((time.monotonic() - start) / len(clis), 2)
-    return [{**metrics, "step": step, "seconds": seconds, **summaries(mine)}
+    return [{**metrics, "step": step, "seconds": seconds, **resumed, **summaries(mine)}
             for (metrics, step), mine in zip(members.results(trainer), members.callbacks)]
 
 

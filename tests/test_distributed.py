@@ -84,6 +84,8 @@ def test_a_killed_worker_is_retried_and_its_run_resumes_from_its_checkpoint(tmp_
     assert run.get("failed") in (None, "", "False") and run["step"] == "600"
     events = list((checkpoints.parent).glob("events.out.tfevents.*"))
     assert len(events) == 2  # the killed attempt's and the resumed one's, in the same run folder
+    step = int(run["resumed_from_step"])  # its seconds count from there: the record says so
+    assert 50 <= step < 600 and step % 50 == 0 and "resumed_from_step" not in alone["train_size=60"]
     for column in COLUMNS:  # the killed run resumed exactly
         assert float(run[column]) == float(alone["train_size=60"][column])
 

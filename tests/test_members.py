@@ -243,6 +243,7 @@ def test_an_interrupted_ensemble_resumes_from_its_checkpoint_when_the_sweep_runs
     member = tmp_path / "crashed" / "train_size=40-random_labels=true" / "version_0"
     first, second = sorted(member.glob("events.*"), key=lambda p: p.stat().st_mtime_ns)  # crashed, resumed
     assert sorted(scalars(str(first), "val/loss")) == [9, 19] and sorted(scalars(str(second), "val/loss")) == [29, 39]
+    assert [r["resumed_from_step"] for r in again] == ["20", "20"] and "resumed_from_step" not in whole[0]
     for one, other in zip(whole, again):
         assert other["step"] == one["step"] == "40"
         assert float(other["val/loss"]) == pytest.approx(float(one["val/loss"]), rel=1e-6)
