@@ -243,7 +243,10 @@ def test_an_interrupted_sweep_stops_with_one_line_instead_of_failing_the_run_and
         time.sleep(0.1)
     time.sleep(1)
     process.send_signal(sig)
-    _, stderr = process.communicate(timeout=60)
+    try:
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        process.kill()  # a sweep that did not stop must not outlive the test
     assert process.returncode == 1
     assert stderr.strip().splitlines()[-1].startswith("error: interrupted (Ctrl-C or SIGTERM). Run the sweep again")
     assert not list((tmp_path / "stop").glob("*/version_0/result.json"))  # nothing recorded as failed (or done)
