@@ -51,10 +51,11 @@ def run_checkpoint(log_dir: Path) -> Path:
 
 
 def checkpoint_step(path: Path) -> int:
-    """The optimiser step a Lightning checkpoint was saved at."""
+    """The optimiser step a Lightning checkpoint was saved at (memory-mapped: its tensors are not read, as
+    Lightning reads them again when it resumes)."""
     import torch
 
-    return int(torch.load(path, map_location="cpu", weights_only=False)["global_step"])
+    return int(torch.load(path, map_location="cpu", weights_only=False, mmap=True)["global_step"])
 
 
 def _cli(args: list[str], run: bool):
@@ -216,7 +217,7 @@ def execute_group(base: str, overrides: list[dict[str, Any]], log_dirs: list[Pat
     last = folder / "last.ckpt"
     resumed = {"resumed_from_step": checkpoint_step(last)} if last.exists() else {}
     try:
-        trainer.fit(model, data, ckpt_path=str(last) if last.exists() else None)
+        trainer.fit(model, data, ckpt_path=str(last) if resumed else None)
     except SystemExit:  # Lightning's end of a fit stopped by Ctrl-C or SIGTERM
         raise Interrupted(INTERRUPTED) from None
     shutil.rmtree(folder, ignore_errors=True)
