@@ -112,14 +112,17 @@ def test_a_bad_sweep_file_ends_with_one_line(tmp_path, capsys):
         main(["--config", str(tmp_path / "bad.yaml")])
 
 
+# a run of ten steps on a tiny task, without callbacks (no convergence stop)
+TEN_STEPS = {"data.init_args.modulus": 11, "trainer.max_steps": 10, "trainer.check_val_every_n_epoch": 10,
+             "model.init_args.network.init_args.d_model": 16, "model.init_args.network.init_args.d_mlp": 32,
+             "trainer.callbacks": "[]"}
+
+
 def test_a_report_that_fails_after_the_runs_ends_with_one_line_saying_how_to_rerun_it(tmp_path):
     from lit_grok.sweep import main
 
-    overrides = {"data.init_args.modulus": 11, "trainer.max_steps": 10, "trainer.check_val_every_n_epoch": 10,
-                 "model.init_args.network.init_args.d_model": 16, "model.init_args.network.init_args.d_mlp": 32,
-                 "trainer.callbacks": "[]"}
     args = ["--base", str(ROOT / "configs/cpu/efficiency_base.yaml"), "--name", "r", "--save_dir", str(tmp_path),
-            "--grids", '[{"data.init_args.train_size": [40]}]', "--overrides", json.dumps(overrides),
+            "--grids", '[{"data.init_args.train_size": [40]}]', "--overrides", json.dumps(TEN_STEPS),
             "--report", "lit_grok.reports.efficiency"]  # needs a random_labels column, which this grid lacks
     with pytest.raises(SystemExit, match=r"^error: the runs are done \(summary: .*summary.csv\), but the report "
                                          r"lit_grok.reports.efficiency failed: KeyError: .*Rerun it alone with "
@@ -140,11 +143,8 @@ def test_a_failing_report_still_says_which_runs_failed(tmp_path, monkeypatch):
         return original(self, batch, batch_idx)
 
     monkeypatch.setattr(GrokkingModule, "training_step", fail_at_60)
-    overrides = {"data.init_args.modulus": 11, "trainer.max_steps": 10, "trainer.check_val_every_n_epoch": 10,
-                 "model.init_args.network.init_args.d_model": 16, "model.init_args.network.init_args.d_mlp": 32,
-                 "trainer.callbacks": "[]"}
     args = ["--base", str(ROOT / "configs/cpu/efficiency_base.yaml"), "--name", "r", "--save_dir", str(tmp_path),
-            "--grids", '[{"data.init_args.train_size": [40, 60]}]', "--overrides", json.dumps(overrides),
+            "--grids", '[{"data.init_args.train_size": [40, 60]}]', "--overrides", json.dumps(TEN_STEPS),
             "--max_members", "1", "--report", "lit_grok.reports.efficiency"]
     with pytest.raises(SystemExit, match=r"Rerun it alone with `python -m lit_grok.reports.efficiency .*r`\. Also, "
                                          r"1 run\(s\) failed \(train_size=60\); summary.csv holds their errors"):
