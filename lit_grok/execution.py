@@ -271,4 +271,4 @@ def lost_records(call: tuple, message: str) -> list[dict[str, Any]]:
 
 def _records(group: Group, results: list[dict[str, Any]], together: bool) -> list[dict[str, Any]]:
     return [{"position": i, "log_dir": str(d), "together": together and len(group),
-             "record": {"run": run_id(p), **p, **r}} for (i, p, d), r in zip(group, results)]
+             "record": {"run": d.parent.name, **p, **r}} for (i, p, d), r in zip(group, results)]

@@ -130,10 +130,77 @@ def _failed_line(failed: list[str]) -> str:
             f"sweep again trains them again")
 
 
+INIT_FROM = "model.init_args.init_from"
+PRETRAIN_DIR = "pretrain"
+
+
+def _pretrain_plan(pretrain: dict[str, Any], runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The distinct values of ``pretrain["keys"]`` among the runs, in the sweep's order: one pre-training each."""
+    if not {"base", "keys"} <= set(pretrain) <= {"base", "keys", "overrides"} \
+            or not isinstance(pretrain["keys"], list) or not pretrain["keys"]:
+        raise ValueError(f"pretrain must be {{base: CONFIG, keys: [config keys], overrides: {{...}} (optional)}}, "
+                         f"got {pretrain!r}.")
+    if not Path(pretrain["base"]).is_file():
+        raise FileNotFoundError(f"pretrain base config {pretrain['base']!r} does not exist.")
+    plan: list[dict[str, Any]] = []
+    for run in runs:
+        missing = [key for key in pretrain["keys"] if key not in run]
+        if missing:
+            raise ValueError(f"pretrain key(s) {missing} are not in every grid: each run must set them.")
+        params = {key: run[key] for key in pretrain["keys"]}
+        if params not in plan:
+            plan.append(params)
+    return plan
+
+
+def _train(base: str, overrides: dict[str, Any], groups: list[Group], total: int, sweep_dir: Path, workers: int,
+           address: Optional[str]) -> None:
+    """Trains the groups here (one after another) or on Ray, recording each run as its group finishes."""
+    if workers == 1 and address is None:
+        for group in groups:
+            _record(run_group(base, overrides, group), total)
+            write_summary(sweep_dir)
+        return
+    from lit_grok.distributed import run_on_ray  # Ray is an optional extra
+
+    costs = [group_cost(base, overrides, group) for group in groups]
+    calls = [(base, overrides, g) for g in groups]
+    for records in run_on_ray(run_group, calls, costs, workers, address, lost=lost_records):
+        _record(records, total)
+        write_summary(sweep_dir)  # by the driver alone, as each group's results arrive
+
+
+def _pending(sweep_dir: Path, runs: list[dict[str, Any]]) -> Group:
+    """The runs without a successful result.json (the others are skipped, one line each)."""
+    pending = []
+    for i, params in enumerate(runs, 1):
+        log_dir = sweep_dir / run_id(params) / "version_0"
+        if (log_dir / RESULT).exists() and not json.loads((log_dir / RESULT).read_text()).get("failed"):
+            print(f"[{i}/{len(runs)}] {run_id(params)}: done, skipped", flush=True)
+        else:
+            pending.append((i, params, log_dir))
+    return pending
+
+
+def _pretrained(sweep_dir: Path, pretrain: dict[str, Any], plan: list[dict[str, Any]], workers: int,
+                address: Optional[str]) -> dict[str, str]:
+    """Trains the pre-trainings that have not finished; returns run id -> its last.ckpt, for init_from."""
+    folder = sweep_dir / PRETRAIN_DIR
+    pending = _pending(folder, plan)
+    _train(pretrain["base"], pretrain.get("overrides") or {}, [[run] for run in pending], len(plan), folder, workers,
+           address)
+    failed = failed_runs(write_summary(folder))
+    if failed:
+        raise ValueError(f"pre-training {', '.join(failed)} failed (its error is in {folder}/summary.csv); the "
+                         f"runs that start from it were not trained. Running the sweep again trains it again.")
+    return {run_id(params): str(folder / run_id(params) / "version_0" / "checkpoints" / "last.ckpt")
+            for params in plan}
+
+
 def sweep(base: Optional[str] = None, name: Optional[str] = None, grids: Optional[list[dict[str, list[Any]]]] = None,
           overrides: Optional[dict[str, Any]] = None,
           save_dir: str = "logs", report: Optional[str] = None, max_members: int = 16, workers: int = 1,
-          address: Optional[str] = None) -> Path:
+          address: Optional[str] = None, pretrain: Optional[dict[str, Any]] = None) -> Path:
     """Runs every combination of ``grids`` (a list of {config key: [values]}) on top of ``base``.
 
     Args:
@@ -149,6 +216,9 @@ def sweep(base: Optional[str] = None, name: Optional[str] = None, grids: Optiona
             this machine's cores; 1 trains them one after another in this process (no Ray needed).
         address: a Ray cluster to run the groups on (``ray start --head`` prints it); its nodes' CPUs are
             shared among ``workers`` workers.
+        pretrain: ``{base: CONFIG, keys: [config keys], overrides: {...}}``: before the runs, train ``base``
+            (with ``overrides``, if given) once per distinct value of ``keys`` among them, with those keys set,
+            and start each run from its pre-trained network (``model.init_args.init_from``, its ``last.ckpt``).
     """
     if not base or not name:
         raise ValueError("a sweep needs base (the config every run starts from) and name (its folder).")
@@ -163,26 +233,14 @@ def sweep(base: Optional[str] = None, name: Optional[str] = None, grids: Optiona
     overrides = overrides or {}
     sweep_dir = Path(save_dir) / name
     runs = expand(grids)
-    pending = []
-    for i, params in enumerate(runs, 1):
-        log_dir = sweep_dir / run_id(params) / "version_0"
-        if (log_dir / RESULT).exists() and not json.loads((log_dir / RESULT).read_text()).get("failed"):
-            print(f"[{i}/{len(runs)}] {run_id(params)}: done, skipped", flush=True)
-        else:
-            pending.append((i, params, log_dir))
+    plan = _pretrain_plan(pretrain, runs) if pretrain else []
+    pending = _pending(sweep_dir, runs)
+    if pretrain and pending:
+        checkpoints = _pretrained(sweep_dir, pretrain, plan, workers, address)
+        pending = [(i, {**params, INIT_FROM: checkpoints[run_id({k: params[k] for k in pretrain["keys"]})]}, log_dir)
+                   for i, params, log_dir in pending]
     groups = _groups(base, overrides, pending, max_members)
-    if workers == 1 and address is None:
-        for group in groups:
-            _record(run_group(base, overrides, group), len(runs))
-            write_summary(sweep_dir)
-    else:
-        from lit_grok.distributed import run_on_ray  # Ray is an optional extra
-
-        costs = [group_cost(base, overrides, group) for group in groups]
-        calls = [(base, overrides, g) for g in groups]
-        for records in run_on_ray(run_group, calls, costs, workers, address, lost=lost_records):
-            _record(records, len(runs))
-            write_summary(sweep_dir)  # by the driver alone, as each group's results arrive
+    _train(base, overrides, groups, len(runs), sweep_dir, workers, address)
     summary = write_summary(sweep_dir)
     if report:
         try:

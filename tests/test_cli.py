@@ -25,13 +25,14 @@ def _init_from(path: Path):
     return ((yaml.safe_load(path.read_text()).get("model") or {}).get("init_args") or {}).get("init_from")
 
 
-def _pretrained_checkpoint(init_from: str, tmp_path: Path) -> Path:
-    """The checkpoint of the config whose run a branch starts from (found by its logger's name in
-    ``init_from``), built untrained: the two configs must agree on network shape and task."""
+def _pretrained_checkpoint(init_from: str, tmp_path: Path, source: Path = None, args: list = ()) -> Path:
+    """The checkpoint of the config whose run a branch starts from (``source`` with ``args``, or the config
+    found by its logger's name in ``init_from``), built untrained: the two configs must agree on network
+    shape and task."""
     name = Path(init_from).parts[1]  # logs/<name>/version_0/checkpoints/last.ckpt
-    source = next(p for p in CONFIGS if not _is_sweep(p) and
-                  yaml.safe_load(p.read_text())["trainer"]["logger"]["init_args"]["name"] == name)
-    cli = main(["-c", str(source), "--trainer.logger=false"], run=False)
+    source = source or next(p for p in CONFIGS if not _is_sweep(p) and
+                            yaml.safe_load(p.read_text())["trainer"]["logger"]["init_args"]["name"] == name)
+    cli = main(["-c", str(source), *args, "--trainer.logger=false"], run=False)
     checkpoint = {"state_dict": cli.model.state_dict(), "optimizer_states": [cli.model.configure_optimizers().state_dict()],
                   type(cli.datamodule).__qualname__: cli.datamodule.state_dict()}
     torch.save(checkpoint, tmp_path / "pretrained.ckpt")
@@ -90,8 +91,13 @@ def test_every_sweep_builds_the_first_run_of_each_grid(path, tmp_path):
     for grid in spec["grids"]:
         params = {**spec.get("overrides", {}), **expand([grid])[0]}
         init_from = params.get("model.init_args.init_from") or _init_from(ROOT / spec["base"])
+        if "pretrain" in spec:  # the sweep's own pre-training of this run's task
+            init_from = _pretrained_checkpoint(init_from, tmp_path, ROOT / spec["pretrain"]["base"],
+                                               [f"--{k}={params[k]}" for k in spec["pretrain"]["keys"]])
+        elif init_from:
+            init_from = _pretrained_checkpoint(init_from, tmp_path)
         if init_from:
-            params["model.init_args.init_from"] = _pretrained_checkpoint(init_from, tmp_path)
+            params["model.init_args.init_from"] = init_from
         args = ["-c", str(ROOT / spec["base"]), *[f"--{k}={str(v).lower() if isinstance(v, bool) else v}"
                                                  for k, v in params.items()], "--trainer.logger=false"]
         cli = main(args, run=False)

@@ -252,3 +252,51 @@ def test_an_interrupted_sweep_stops_with_one_line_instead_of_failing_the_run_and
     assert not list((tmp_path / "stop").glob("*/version_0/result.json"))  # nothing recorded as failed (or done)
     if members == 1:
         assert not (tmp_path / "stop" / "train_size=60").exists()  # the next run was not started
+
+
+def test_a_sweep_pretrains_once_per_task_and_branches_every_run_from_its_own_network(tmp_path, capsys):
+    tiny = {"data.init_args.modulus": 11, "trainer.max_steps": 20, "trainer.check_val_every_n_epoch": 10,
+            "model.init_args.network.init_args.d_model": 16, "model.init_args.network.init_args.d_mlp": 32}
+    kwargs = dict(base=str(ROOT / "configs/cpu/ungrok.yaml"), name="tasks", save_dir=str(tmp_path),
+                  grids=[{"data.init_args.operation": ["add", "sub"], "data.init_args.train_size": [30, 60]}],
+                  overrides={**tiny, "trainer.enable_checkpointing": False}, max_members=1,
+                  pretrain={"base": str(ROOT / "configs/cpu/ungrok_pretrain.yaml"),
+                            "keys": ["data.init_args.operation"], "overrides": tiny})
+    rows = list(csv.DictReader(sweep(**kwargs).open()))
+    pretrained = tmp_path / "tasks" / "pretrain"
+    assert sorted(p.parents[2].name for p in pretrained.glob("*/version_0/checkpoints/last.ckpt")) == \
+        ["operation=add", "operation=sub"]
+    assert len(list(csv.DictReader((pretrained / "summary.csv").open()))) == 2
+    assert len(rows) == 4 and {r["run"] for r in rows} == {"operation=add-train_size=30", "operation=add-train_size=60",
+                                                           "operation=sub-train_size=30", "operation=sub-train_size=60"}
+    for row in rows:  # each branch starts from the network pre-trained on its own task
+        assert row["model.init_args.init_from"].endswith(
+            f"pretrain/operation={row['data.init_args.operation']}/version_0/checkpoints/last.ckpt")
+    capsys.readouterr()
+    sweep(**kwargs)
+    assert capsys.readouterr().out.count("done, skipped") == 4  # and no pre-training is run again
+    with pytest.raises(ValueError, match="not in every grid"):
+        sweep(**{**kwargs, "pretrain": {"base": kwargs["pretrain"]["base"], "keys": ["data.init_args.modulus"]}})
+
+
+def test_the_tasks_report_draws_a_panel_per_task_and_finds_each_lines_crossing(tmp_path):
+    from lit_grok.reports import ungrok_tasks
+
+    with open(tmp_path / "summary.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["run", "data.init_args.operation", "data.init_args.train_size",
+                    "model.init_args.optimizer.init_args.weight_decay", "val/acc", "train/acc", "data/train_size",
+                    "converged", "step"])
+        w.writerows([["a", "sub", 50, 1.0, 0.0, 1.0, 50, "True", 900], ["b", "sub", 200, 1.0, 1.0, 1.0, 200, "True", 800],
+                     ["c", "sub", 50, 2.0, 0.2, 1.0, 50, "False", 3000], ["d", "sub", 200, 2.0, 0.6, 1.0, 200, "True", 800],
+                     ["e", "mul", 50, 1.0, 0.9, 1.0, 50, "True", 700]])
+    result = ungrok_tasks.report(tmp_path)
+    assert result["crossing_0.5"]["sub"] == {"1": pytest.approx(100.0), "2": pytest.approx(50 * 4 ** 0.75)}
+    assert result["crossing_0.5"]["mul"] == {"1": None} and result["not_converged"] == ["c"]
+    rows = list(csv.DictReader((tmp_path / "ungrok_tasks.csv").open()))
+    assert [(r["task"], r["D'"]) for r in rows][:2] == [("sub", "50"), ("sub", "200")] and len(rows) == 5
+    assert (tmp_path / "ungrok_tasks.png").exists()
+    (tmp_path / "summary.csv").write_text("run,data.init_args.train_size,model.init_args.optimizer.init_args."
+                                          "weight_decay,val/acc,train/acc,data/train_size,step\nx,5,1,0,1,5,9\n")
+    with pytest.raises(KeyError):  # an ungrokking sweep of one task: not this report's experiment
+        ungrok_tasks.report(tmp_path)
