@@ -290,3 +290,20 @@ def test_d_crit_reads_every_efficiency_estimate(tmp_path):
         "at_weight_decay_per_seed": {"0": {"2.0": 778.0}, "1": {"2.0": 761.0}}}
     path.write_text(json.dumps({"d_crit": 184.0, "per_seed": {"0": {"d_crit": 178.0}}}))  # an older report's file
     assert efficiency_d_crit(path) == {"d_crit": 184.0, "per_seed": {"0": 178.0}}
+
+
+def test_dynamics_checks_the_papers_two_statements_on_constructed_curves():
+    from lit_grok.reports import dynamics
+
+    steps = range(100, 8001, 100)
+    gen = {s: min(s, 3000) / 100 - max(0, s - 5000) / 1000 for s in steps}  # rises, plateaus, falls after 5000
+    mem = {s: (5 + s / 100 if s <= 1500 else max(0.0, 20 - (s - 1500) / 100)) for s in steps}  # rises, then ~0
+    norm = {s: 60 - s / 1000 for s in steps}
+    acc = {s: float(s >= 3000) for s in steps}
+    result = dynamics.check({dynamics.GEN: gen, dynamics.MEM: mem, "norm/params": norm, "val/acc": acc})
+    assert result["statement_1_holds"] and result["share_of_intervals_rising"]["norm"] == 0
+    assert result["gen_logit"] == [pytest.approx(2.0), pytest.approx(15.0)] and result["grokked_step"] == 3000
+    assert result["statement_2_holds"] and result["gen_logit_peak_after"]["step"] in range(4000, 5001)
+    mem_late = {s: 5.0 for s in steps}  # C_mem still large after 4000: statement 2 fails
+    assert not dynamics.check({dynamics.GEN: gen, dynamics.MEM: mem_late, "norm/params": norm,
+                               "val/acc": acc})["statement_2_holds"]
