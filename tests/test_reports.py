@@ -307,3 +307,18 @@ def test_dynamics_checks_the_papers_two_statements_on_constructed_curves():
     mem_late = {s: 5.0 for s in steps}  # C_mem still large after 4000: statement 2 fails
     assert not dynamics.check({dynamics.GEN: gen, dynamics.MEM: mem_late, "norm/params": norm,
                                "val/acc": acc})["statement_2_holds"]
+
+
+def test_ratio_report_orders_the_sizes_and_measures_the_rise(tmp_path):
+    from lit_grok.reports import ratio
+
+    with open(tmp_path / "summary.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["run", "data/train_size", ratio.GEN, ratio.MEM, "val/acc", "step", "converged"])
+        w.writerows([["b", 400, 20.0, 2.0, 0.5, 10000, "True"], ["a", 100, 5.0, 50.0, 0.01, 10000, "True"],
+                     ["c", 1600, 30.0, 0.03, 1.0, 12000, "False"]])
+    result = ratio.report(tmp_path)
+    assert result["monotonic"] and result["orders_of_magnitude"] == pytest.approx(4.0)
+    assert result["not_converged"] == ["c"] and result["negative_mem_logit_at"] == []
+    rows = list(csv.DictReader((tmp_path / "ratio.csv").open()))
+    assert [r["D"] for r in rows] == ["100", "400", "1600"] and float(rows[0]["ratio"]) == pytest.approx(0.1)
