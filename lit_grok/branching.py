@@ -14,19 +14,24 @@ from typing import Any, Optional
 import torch
 from torch import nn
 
+from lit_grok.data import task_mismatch
+
 NET_PREFIX = "net."
 
 
-def read_checkpoint(path: str) -> dict[str, Any]:
-    """A Lightning checkpoint as a dict; ValueError (one line) when it is missing or not a checkpoint."""
+def read_checkpoint(path: str, option: str = "init_from") -> dict[str, Any]:
+    """A Lightning checkpoint as a dict, read without running code (``weights_only``); ValueError (one line,
+    prefixed by the ``option`` that named the file) when it is missing, unreadable or not a checkpoint."""
     if not Path(path).is_file():
-        raise ValueError(f"init_from: no checkpoint at {path!r}.")
+        raise ValueError(f"{option}: no checkpoint at {path!r}.")
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # a truncated or foreign file: say which, in one line
-        raise ValueError(f"init_from: {path!r} is not a readable checkpoint ({type(error).__name__}).") from None
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as error:  # a truncated or foreign file, or one that would run code: say which, in one line
+        reason = ("it holds objects other than tensors and plain values, which lit_grok does not unpickle"
+                  if "weights_only" in str(error) else "truncated, or not a file that torch.save wrote")
+        raise ValueError(f"{option}: {path!r} is not a readable checkpoint ({reason}).") from None
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
-        raise ValueError(f"init_from: {path!r} is not a Lightning checkpoint (no state_dict).")
+        raise ValueError(f"{option}: {path!r} is not a Lightning checkpoint (no state_dict).")
     return checkpoint
 
 
@@ -38,17 +43,22 @@ def network_state(checkpoint: dict[str, Any], path: str) -> dict[str, torch.Tens
     return state
 
 
-def load_network(net: nn.Module, state: dict[str, torch.Tensor], path: str) -> None:
-    """Copies ``state`` into ``net``; a network of another shape is refused with the first difference."""
-    own = net.state_dict()
+def check_shapes(own: dict[str, torch.Tensor], state: dict[str, torch.Tensor], path: str,
+                 option: str = "init_from") -> None:
+    """A saved state must have the config's parameter names and shapes; refused with the first difference."""
     missing, extra = sorted(set(own) - set(state)), sorted(set(state) - set(own))
     if missing or extra:
-        raise ValueError(f"init_from: the network in {path!r} has another architecture than the config's "
+        raise ValueError(f"{option}: the network in {path!r} has another architecture than the config's "
                          f"(missing there: {missing[:3]}, unknown here: {extra[:3]}).")
     for name, value in own.items():
         if value.shape != state[name].shape:
-            raise ValueError(f"init_from: the network in {path!r} differs from the config's: {name} is "
+            raise ValueError(f"{option}: the network in {path!r} differs from the config's: {name} is "
                              f"{list(state[name].shape)} there and {list(value.shape)} here.")
+
+
+def load_network(net: nn.Module, state: dict[str, torch.Tensor], path: str) -> None:
+    """Copies ``state`` into ``net``; a network of another shape is refused with the first difference."""
+    check_shapes(net.state_dict(), state, path)
     net.load_state_dict(state)
 
 
@@ -62,14 +72,35 @@ def task_of(checkpoint: dict[str, Any]) -> Optional[dict[str, Any]]:
     return None
 
 
-def check_task(task: Optional[dict[str, Any]], datamodule: Any, path: str) -> None:
-    """The branch must train on the task its network learned: same operation and modulus."""
-    if task is None:
-        return
-    for key in ("operation", "modulus"):
-        if key in task and hasattr(datamodule, key) and task[key] != getattr(datamodule, key):
-            raise ValueError(f"init_from: {path!r} was trained with {key}={task[key]!r}, "
-                             f"but the config's data has {key}={getattr(datamodule, key)!r}.")
+def check_task(task: Optional[dict[str, Any]], datamodule: Any, path: str, option: str = "init_from") -> None:
+    """A branch or a resumed run must train on the task its network learned: same operation and modulus."""
+    mismatch = None if task is None else task_mismatch(task, datamodule, ("operation", "modulus"))
+    if mismatch:
+        raise ValueError(f"{option}: {path!r} was trained on another task ({mismatch}).")
+
+
+class Branched:
+    """What a module that may start from a checkpoint (``init_from``) checks once its data is known."""
+
+    init_from: Optional[str] = None
+    init_task: Optional[dict[str, Any]] = None
+
+    def check_data(self, datamodule: Any) -> None:
+        """Called by the CLI once the config is built: a branch trains on the task its network learned."""
+        if self.init_from is not None:
+            check_task(self.init_task, datamodule, self.init_from)
+
+
+def check_resume(path: str, model: nn.Module, datamodule: Any) -> None:
+    """A checkpoint given to ``--ckpt_path`` must be a readable Lightning checkpoint of this config's network
+    and task: refused in one line (missing, unreadable, not a checkpoint, another shape or task) before
+    Lightning would fail deep inside its restore."""
+    checkpoint = read_checkpoint(path, "ckpt_path")
+    if "global_step" not in checkpoint:
+        raise ValueError(f"ckpt_path: {path!r} holds weights but no training state (no global_step); start a new "
+                         f"run from it with --model.init_args.init_from instead.")
+    check_shapes(model.state_dict(), checkpoint["state_dict"], path, "ckpt_path")
+    check_task(task_of(checkpoint), datamodule, path, "ckpt_path")
 
 
 def load_optimizer_state(optimizer: torch.optim.Optimizer, checkpoint_state: dict[str, Any]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from typing import Any, Callable, Iterator, Optional
 
 import pytorch_lightning as pl
@@ -12,6 +13,52 @@ from torch import Tensor
 from lit_grok.tasks import check_task, make_table
 
 Batch = tuple[Tensor, Tensor, int]  # tokens [b, 3] (a, b, "="), answers [b], the batch's size over all ranks
+
+
+TASK_KEYS = ("operation", "modulus", "random_labels", "data_seed")  # what a checkpoint's split depends on
+
+
+def task_mismatch(saved: dict[str, Any], datamodule: Any, keys: tuple[str, ...] = TASK_KEYS) -> Optional[str]:
+    """The first of ``keys`` on which a checkpoint's saved data settings and a DataModule differ, as
+    "key=saved there, key=current in the config", or None when they agree (keys either lacks are skipped)."""
+    for key in keys:
+        if key in saved and hasattr(datamodule, key) and saved[key] != getattr(datamodule, key):
+            return f"{key}={saved[key]!r} there, {key}={getattr(datamodule, key)!r} in the config"
+    return None
+
+
+def available_memory() -> Optional[int]:
+    """Bytes of memory this machine can still give (Linux's MemAvailable, else physical memory); None if unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _gb(n: float) -> str:
+    return f"{n / 1e9:.3g} GB"
+
+
+def check_size(operation: str, n_elements: int, n_pairs: int, batch_size: Optional[int],
+               available: Optional[int]) -> None:
+    """Refuses, before anything is allocated, a task whose pair table or one full-batch forward's logits
+    (every pair of the largest split at once: float32 logits over n_elements classes) exceed ``available``."""
+    if available is None:
+        return
+    table = n_pairs * 6 * 8  # pairs (2) and tokens (3) and answers (1), int64
+    logits = min(batch_size or n_pairs, n_pairs) * n_elements * 4
+    if table + logits > available:
+        raise ValueError(f"{operation} with {n_elements} elements has {n_pairs:,} pairs: the pair table needs "
+                         f"{_gb(table)} and a forward pass over {'a batch' if batch_size else 'every pair'} "
+                         f"{_gb(logits)} of logits, but this machine has {_gb(available)} available; use a smaller "
+                         f"modulus{'' if batch_size else ' or a batch_size'}.")
 
 
 class TensorBatches:
@@ -83,6 +130,8 @@ class ModularArithmeticDataModule(pl.LightningDataModule):
         self.operation, self.modulus, self.data_seed = operation, modulus, data_seed
         self.batch_size, self.random_labels = batch_size, random_labels
         self.n_elements = op.n_elements(modulus)
+        check_size(operation, self.n_elements, self.n_elements * (self.n_elements - op.nonzero_b), batch_size,
+                   available_memory())
 
         pairs, answers = make_table(operation, modulus)
         n_pairs = len(answers)
@@ -168,8 +217,7 @@ class ModularArithmeticDataModule(pl.LightningDataModule):
                 "data_seed": self.data_seed, "train_indices": self.train_indices, "val_indices": self.val_indices}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        for key in ("operation", "modulus", "random_labels", "data_seed"):
-            if state_dict[key] != getattr(self, key):
-                raise ValueError(f"checkpoint was trained with {key}={state_dict[key]!r}, "
-                                 f"but the config says {key}={getattr(self, key)!r}.")
+        mismatch = task_mismatch(state_dict, self)
+        if mismatch:
+            raise ValueError(f"the checkpoint's data differs from the config's: {mismatch}.")
         self.set_split(state_dict["train_indices"], state_dict["val_indices"])

@@ -127,7 +127,7 @@ class EnsembleDataModule(pl.LightningDataModule):
             member.load_state_dict(state)
 
 
-class EnsembleModule(StepEngine, FilteredGradients, pl.LightningModule):
+class EnsembleModule(branching.Branched, StepEngine, FilteredGradients, pl.LightningModule):
     """K networks trained together, each with its own seed, learning rate and weight decay. The constructor
     describes any group, so the CLI, ``from_modules`` and ``load_from_checkpoint`` all build it one way.
 
@@ -242,11 +242,6 @@ class EnsembleModule(StepEngine, FilteredGradients, pl.LightningModule):
         ensemble.net.load_state_dict(weights.state_dict())
         ensemble.member_hparams = [dict(m.hparams) for m in modules]
         return ensemble
-
-    def check_data(self, datamodule: Any) -> None:
-        """Called by the CLI once the config is built: a branch trains on the task its network learned."""
-        if self.init_from is not None:
-            branching.check_task(self.init_task, datamodule, self.init_from)
 
     def member_net(self, k: int) -> nn.Module:
         """Member k as a standalone network (a copy), e.g. for callbacks that evaluate a network."""

@@ -67,7 +67,7 @@ def check_optimizer(optimizer: torch.optim.Optimizer) -> None:
             raise ValueError(f"lr must be > 0, got {lr}.")
 
 
-class GrokkingModule(StepEngine, FilteredGradients, pl.LightningModule):
+class GrokkingModule(branching.Branched, StepEngine, FilteredGradients, pl.LightningModule):
     """Trains a network on (a, b, =) -> answer with full-batch AdamW, and measures train/val loss and accuracy.
     Full-batch runs take many optimiser steps per Lightning batch (``lit_grok.engine``).
 
@@ -189,11 +189,6 @@ class GrokkingModule(StepEngine, FilteredGradients, pl.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         self._log_state()
-
-    def check_data(self, datamodule: Any) -> None:
-        """Called by the CLI once the config is built: a branch trains on the task its network learned."""
-        if self.init_from is not None:
-            branching.check_task(self.init_task, datamodule, self.init_from)
 
     def setup(self, stage: str) -> None:
         if self._trainer is not None and self.trainer.datamodule is not None:

@@ -16,6 +16,7 @@ from pytorch_lightning.callbacks.progress import ProgressBar
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from pytorch_lightning.loggers import TensorBoardLogger
 
+from lit_grok.branching import check_resume, read_checkpoint
 from lit_grok.callbacks import ModelCheckpoint, StepProgressBar, StopOnDivergence, TrainingCurves
 from lit_grok.callbacks.members import Members, per_member
 
@@ -137,6 +138,22 @@ class GrokCLI(LightningCLI):
         parser.link_arguments("data.n_classes", "model.init_args.n_classes", apply_on="instantiate")
         parser.link_arguments("data.n_members", "model.init_args.n_members", apply_on="instantiate")
 
+    def _ckpt_file(self) -> Optional[str]:
+        """The file given to ``--ckpt_path``, if any (not Lightning's names "last", "best", ...)."""
+        subcommand = self.config.get("subcommand")
+        path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        return path if path and path not in ("last", "best", "hpc", "registry") else None
+
+    def _parse_ckpt_path(self) -> None:
+        """A missing, truncated or foreign ``--ckpt_path`` ends in one line before Lightning reads its
+        hyperparameters (where it would end in a traceback from torch.load)."""
+        if self._ckpt_file():
+            try:
+                read_checkpoint(self._ckpt_file(), "ckpt_path")
+            except ValueError as error:
+                self.parser.error(str(error))
+        super()._parse_ckpt_path()
+
     def instantiate_classes(self) -> None:
         """Bad values in the config (an unknown operation, an impossible train_size, ...) end as a parser error."""
         try:
@@ -144,6 +161,8 @@ class GrokCLI(LightningCLI):
             for part in [self.model, *self.trainer.callbacks]:  # settings that depend on the data
                 if hasattr(part, "check_data") and self.datamodule is not None:
                     part.check_data(self.datamodule)
+            if self._ckpt_file():
+                check_resume(self._ckpt_file(), self.model, self.datamodule)
         except ValueError as error:
             config = self.config.get(str(self.subcommand), self.config) if self.subcommand else self.config
             sections = {str(config.get(f"{key}.class_path")): key for key in ("model", "data")

@@ -131,7 +131,7 @@ def test_a_missing_checkpoint_ends_in_one_line_from_the_command_line(tmp_path):
 
 @pytest.mark.parametrize("change, message", [
     ("--model.init_args.network.init_args.d_model=32", "differs from the config's: embed.weight is [12, 16] there"),
-    ("--data.init_args.operation=sub", "was trained with operation='add', but the config's data has operation='sub'"),
+    ("--data.init_args.operation=sub", "was trained on another task (operation='add' there, operation='sub' in the config)"),
 ])
 def test_a_branch_of_another_shape_or_task_is_one_parser_error(tmp_path, change, message, capsys):
     with pytest.raises(SystemExit) as exit_:

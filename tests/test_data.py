@@ -81,7 +81,7 @@ def test_state_dict_restores_the_split_and_rejects_another_task():
     b.set_split(a.val_indices[:5], a.train_indices)
     a.load_state_dict(b.state_dict())
     assert torch.equal(a.train_indices, b.train_indices)
-    with pytest.raises(ValueError, match="checkpoint was trained with operation='sub'"):
+    with pytest.raises(ValueError, match="the checkpoint's data differs from the config's: operation='sub' there"):
         a.load_state_dict(dm(operation="sub", data_seed=1).state_dict())
 
 

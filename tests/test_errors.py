@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 OPT = "--model.init_args.optimizer.init_args."
@@ -60,3 +61,61 @@ def test_bad_values_through_python_m_exit_with_status_2_and_no_traceback(tmp_pat
         assert run.returncode == 2, (override, err)
         assert "Traceback" not in err and len(_one_line(err)) == 1, (override, err)
         assert _one_line(err)[0].startswith(f"error: {expected}"), (override, _one_line(err)[0])
+
+
+def _tiny_checkpoint(folder: Path, modulus: int) -> Path:
+    """A real Lightning checkpoint of configs/cpu/grok.yaml's network at P=``modulus``, after one step."""
+    from lit_grok.cli import main
+
+    main(["fit", "-c", str(ROOT / "configs/cpu/grok.yaml"), f"--data.init_args.modulus={modulus}",
+          "--trainer.max_steps=1", f"--trainer.logger.init_args.save_dir={folder}", "--trainer.enable_progress_bar=false",
+          "--trainer.enable_model_summary=false"])
+    return next(folder.rglob("last.ckpt"))
+
+
+def test_bad_checkpoints_end_in_one_line_naming_the_file_and_what_is_wrong(tmp_path, capsys):
+    import os as os_
+
+    from lit_grok.cli import main
+
+    good = _tiny_checkpoint(tmp_path / "runs", 13)
+    (tmp_path / "truncated.ckpt").write_bytes(good.read_bytes()[:4000])
+    (tmp_path / "text.ckpt").write_text("not a checkpoint")
+
+    class Payload:  # what a checkpoint that runs code holds
+        def __reduce__(self):
+            return (os_.system, ("echo pwned",))
+
+    torch.save({"state_dict": {}, "payload": Payload()}, tmp_path / "evil.ckpt")
+    torch.save({"state_dict": torch.load(good, weights_only=True)["state_dict"]}, tmp_path / "weights.ckpt")
+    cases = [
+        ("nowhere.ckpt", [], "ckpt_path: no checkpoint at 'nowhere.ckpt'."),
+        ("truncated.ckpt", [], "ckpt_path: 'truncated.ckpt' is not a readable checkpoint (truncated, or not a file"),
+        ("text.ckpt", [], "ckpt_path: 'text.ckpt' is not a readable checkpoint (truncated"),
+        ("evil.ckpt", [], "ckpt_path: 'evil.ckpt' is not a readable checkpoint (it holds objects other than tensors"),
+        ("weights.ckpt", [], "ckpt_path: 'weights.ckpt' holds weights but no training state"),
+        (str(good), ["--data.init_args.modulus=11"], f"ckpt_path: the network in '{good}' differs from the config's: "
+                                                     "net.embed.weight is [14, 128] there and [12, 128] here."),
+        (str(good), ["--data.init_args.modulus=13", "--data.init_args.operation=sub"],
+         f"ckpt_path: '{good}' was trained on another task (operation='add' there, operation='sub' in the config)."),
+    ]
+    for path, extra, expected in cases:
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as exit:
+            main(["fit", "-c", str(ROOT / "configs/cpu/grok.yaml"), f"--ckpt_path={path}", *extra,
+                  f"--trainer.logger.init_args.save_dir={tmp_path / 'resumed'}"])
+        err = capsys.readouterr().err
+        assert exit.value.code == 2 and "Traceback" not in err and len(_one_line(err)) == 1, (path, err)
+        assert _one_line(err)[0].startswith(f"error: {expected}"), (path, err)
+    assert not (tmp_path / "resumed").exists()  # nothing was written for a refused checkpoint
+
+
+def test_a_task_too_large_for_memory_is_refused_before_its_table_is_built():
+    from lit_grok.data import ModularArithmeticDataModule, check_size
+
+    with pytest.raises(ValueError, match=r"add with 30011 elements has 900,660,121 pairs: the pair table needs 43.2 GB"):
+        ModularArithmeticDataModule("add", 30011, train_fraction=0.3)
+    check_size("add", 113, 113 ** 2, None, 10 ** 9)  # P=113 fits in 1 GB
+    with pytest.raises(ValueError, match="use a smaller modulus or a batch_size"):
+        check_size("add", 1009, 1009 ** 2, None, 10 ** 9)  # every pair's logits at once: 4.1 GB
+    check_size("add", 1009, 1009 ** 2, 4096, 10 ** 9)  # in batches it fits

@@ -300,3 +300,27 @@ def test_the_tasks_report_draws_a_panel_per_task_and_finds_each_lines_crossing(t
                                           "weight_decay,val/acc,train/acc,data/train_size,step\nx,5,1,0,1,5,9\n")
     with pytest.raises(KeyError):  # an ungrokking sweep of one task: not this report's experiment
         ungrok_tasks.report(tmp_path)
+
+
+def test_a_checkpoint_that_would_run_code_in_a_sweep_folder_is_refused_not_loaded(tmp_path):
+    import os
+
+    import torch
+
+    marker = tmp_path / "ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    tiny = {"data.init_args.modulus": 11, "trainer.max_steps": 5, "model.init_args.network.init_args.d_model": 16,
+            "model.init_args.network.init_args.d_mlp": 32}
+    grids = [{"data.init_args.train_size": [40]}]
+    planted = tmp_path / "s" / "train_size=40" / "version_0" / "checkpoints" / "last.ckpt"
+    planted.parent.mkdir(parents=True)
+    torch.save({"global_step": 3, "state_dict": {}, "payload": Payload()}, planted)
+    summary = sweep(base=str(ROOT / "configs/cpu/efficiency_base.yaml"), name="s", grids=grids, overrides=tiny,
+                    save_dir=str(tmp_path))
+    row = next(csv.DictReader(summary.open()))
+    assert row["failed"] == "True" and "is not a readable checkpoint (it holds objects other than tensors" in row["error"]
+    assert not marker.exists()

@@ -59,10 +59,9 @@ class StopOnDivergence(pl.Callback):
         trainer.should_stop = True
         if not getattr(trainer, "is_member", False):  # a member is frozen by Members; a run ends here
             saved = last_checkpoint(trainer)
-            kept = f"{saved} holds the last finite weights" if saved else "no checkpoint was written"
+            kept = f"; {saved} holds the last finite weights" if saved else ""
             raise Diverged(f"training diverged at step {step}: {what}. Try a lower learning rate "
-                           f"(model.init_args.optimizer.init_args.lr) or a float64 loss (loss_dtype); "
-                           f"{kept}.", step)
+                           f"(model.init_args.optimizer.init_args.lr) or a float64 loss (loss_dtype){kept}.", step)
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking or self.diverged_step is not None:
