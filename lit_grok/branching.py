@@ -23,7 +23,9 @@ def read_checkpoint(path: str, option: str = "init_from") -> dict[str, Any]:
     """A Lightning checkpoint as a dict, read without running code (``weights_only``); ValueError (one line,
     prefixed by the ``option`` that named the file) when it is missing, unreadable or not a checkpoint."""
     if not Path(path).is_file():
-        raise ValueError(f"{option}: no checkpoint at {path!r}.")
+        writer = config_writing(path)
+        raise ValueError(f"{option}: no checkpoint at {path!r}" + (
+            f"; it is written by `python -m lit_grok fit --config {writer}`: run that first." if writer else "."))
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as error:  # a truncated or foreign file, or one that would run code: say which, in one line
@@ -33,6 +35,26 @@ def read_checkpoint(path: str, option: str = "init_from") -> dict[str, Any]:
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise ValueError(f"{option}: {path!r} is not a Lightning checkpoint (no state_dict).")
     return checkpoint
+
+
+def config_writing(path: str, configs: Path = Path("configs")) -> Optional[str]:
+    """The run file under ``configs`` whose run writes the checkpoint ``path``
+    (``<save_dir>/<name>/version_N/checkpoints/<file>``, its logger's save_dir and name), if there is one."""
+    parts = Path(path).parts
+    if len(parts) < 5 or parts[-2] != "checkpoints" or not configs.is_dir():
+        return None
+    import yaml
+
+    save_dir, name = str(Path(*parts[:-4])), parts[-4]
+    for config in sorted(configs.rglob("*.yaml")):
+        try:
+            logger = ((yaml.safe_load(config.read_text()) or {}).get("trainer") or {}).get("logger") or {}
+        except (yaml.YAMLError, AttributeError):
+            continue
+        args = logger.get("init_args") or {} if isinstance(logger, dict) else {}
+        if args.get("name") == name and str(Path(args.get("save_dir", "logs"))) == save_dir:
+            return str(config)
+    return None
 
 
 def network_state(checkpoint: dict[str, Any], path: str) -> dict[str, torch.Tensor]:

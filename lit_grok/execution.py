@@ -23,7 +23,7 @@ from lit_grok.callbacks import Diverged, ModelCheckpoint
 from lit_grok.callbacks.members import Members, per_member
 from lit_grok.callbacks.run_result import summaries
 from lit_grok.ensemble_module import EnsembleDataModule, EnsembleModule
-from lit_grok.runs import build, parse_config, quiet_lightning_warnings
+from lit_grok.runs import build, parse_config, quiet_lightning
 
 Group = list[tuple[int, dict[str, Any], Path]]  # (position in the sweep, grid parameters, run folder)
 
@@ -234,7 +234,7 @@ def run_group(base: str, overrides: dict[str, Any], group: Group) -> list[dict[s
     and returns each run's record: its id, parameters and result. An error while training is recorded as
     the group's runs' failure (``failed``, ``error``) rather than raised, so that the sweep goes on; such
     runs are trained again when the sweep is run again, from their checkpoint where they have one."""
-    quiet_lightning_warnings()  # also in a Ray worker, which did not run the command line's setup
+    quiet_lightning()  # also in a Ray worker, which did not run the command line's setup
     resumed = len(group) > 1 and (group_checkpoints([d for _, _, d in group]) / "last.ckpt").exists()
     for _, _, log_dir in group:
         if not resumed and not run_checkpoint(log_dir).is_file():

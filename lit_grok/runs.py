@@ -3,6 +3,8 @@ the command line (``lit_grok.cli``) and by sweeps (``lit_grok.sweep``)."""
 
 from __future__ import annotations
 
+import difflib
+import logging
 import os
 import re
 import sys
@@ -34,6 +36,22 @@ TRAINER_DEFAULTS: dict[str, Any] = {
 
 
 
+LIGHTNING_LOGGERS = ("pytorch_lightning", "lightning_fabric", "lightning.pytorch", "lightning.fabric")
+
+
+def quiet_lightning(verbose: Optional[bool] = None) -> None:
+    """lit_grok's own lines and Lightning's warnings; Lightning's info (hardware lines, "Seed set to", tips,
+    "`Trainer.fit` stopped") only with ``verbose``. None keeps the choice the command line made (a sweep's
+    runs in this process), and is quiet where none was made (a Ray worker)."""
+    quiet_lightning_warnings()
+    if verbose is None:
+        verbose = logging.getLogger(LIGHTNING_LOGGERS[0]).level == logging.INFO
+    for name in LIGHTNING_LOGGERS:
+        logging.getLogger(name).setLevel(logging.INFO if verbose else logging.WARNING)
+    if not verbose:  # a resumed run writes into its own folder on purpose
+        warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
+
+
 def quiet_lightning_warnings() -> None:
     """Silences Lightning warnings that are expected with full-batch epochs, manual optimisation and tensors on the device."""
     for message in (r"The number of training batches \(\d+\) is smaller than the logging interval",
@@ -48,7 +66,8 @@ def quiet_lightning_warnings() -> None:
 
 
 # the lines of a jsonargparse union report that frame the reason rather than give it
-NOT_A_REASON = ("Does not validate", "Errors:", "Given value", "Expected a <class 'NoneType'>")
+NOT_A_REASON = ("Does not validate", "Errors:", "Given value", "Expected a <class 'NoneType'>",
+                "Expected a path but")  # the last: a callable's class_path tried as a file path
 
 
 def one_line(message: str, sections: Optional[dict[str, str]] = None) -> str:
@@ -64,6 +83,8 @@ def one_line(message: str, sections: Optional[dict[str, str]] = None) -> str:
     leaf, path, allowed, given, subtypes = None, [], "", "", ""
     for line in message.splitlines():
         indent, text = len(line) - len(line.lstrip()), line.strip()
+        if not text:
+            continue
         keys = [(i, k) for i, k in keys if i < indent]
         if match := re.match(r'Parser key "([^"]+)":', text):
             keys.append((indent, match.group(1)))
@@ -71,11 +92,14 @@ def one_line(message: str, sections: Optional[dict[str, str]] = None) -> str:
             keys.append((indent, "init_args"))
         elif text.startswith("Subtypes:") and leaf is None:
             subtypes = text
+        elif leaf is None and (nested := re.search(r'expects a function or a callable class: Parser key "([^"]+)":?$',
+                                                   text)):  # a callable's (an optimiser's) own argument failed
+            keys += [(indent, "init_args"), (indent, nested.group(1))]
         elif leaf is None and not text.removeprefix("- ").startswith(NOT_A_REASON):
             leaf, path = text.removeprefix("- ").rstrip(":"), [k for _, k in keys]
             allowed = " or ".join(re.findall(r"<class '(?:[\w.]+\.)?(\w+)'>", subtypes)).replace("NoneType", "null")
         elif leaf is not None and text.startswith("Given value:") and not given:
-            given = text.removeprefix("Given value:").strip()
+            given = text.removeprefix("Given value:").strip().split(". Got value: ")[0]
     if leaf is None:
         return message
     if not path and (match := re.search(r"class_path='([^']+)'", message)):
@@ -95,11 +119,23 @@ class OneLineParser(LightningArgumentParser):
 
     sections: dict[str, str] = {}
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)  # `--trainer.max_step=100` is a typo, not `max_steps`
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str, ex: Optional[Exception] = None) -> NoReturn:
         if not self.exit_on_error or os.environ.get("JSONARGPARSE_DEBUG"):  # an inner parser, or debugging
             super().error(message, ex)
-        sys.stderr.write(f"error: {one_line(message, self.sections)}\n")
+        sys.stderr.write(f"error: {one_line(message, self.sections)}{self._did_you_mean(message)}\n")
         self.exit(2)
+
+    def _did_you_mean(self, message: str) -> str:
+        """For an unknown option, the known one it is most likely a typo of."""
+        match = re.match(r"unrecognized arguments: (--[\w.]+)", message)
+        if not match:
+            return ""
+        close = difflib.get_close_matches(match.group(1), list(self._option_string_actions), n=1, cutoff=0.8)
+        return f" (did you mean {close[0]}?)" if close else ""
 
 
 class SaveConfigToTensorBoard(SaveConfigCallback):
@@ -138,6 +174,11 @@ class GrokCLI(LightningCLI):
         parser.link_arguments("data.n_classes", "model.init_args.n_classes", apply_on="instantiate")
         parser.link_arguments("data.n_members", "model.init_args.n_members", apply_on="instantiate")
 
+    @staticmethod
+    def subcommands() -> dict[str, set[str]]:
+        """fit, validate and test: predict has no use here (a run's answers are its validation)."""
+        return {k: v for k, v in LightningCLI.subcommands().items() if k != "predict"}
+
     def _ckpt_file(self) -> Optional[str]:
         """The file given to ``--ckpt_path``, if any (not Lightning's names "last", "best", ...)."""
         subcommand = self.config.get("subcommand")
@@ -149,9 +190,14 @@ class GrokCLI(LightningCLI):
         hyperparameters (where it would end in a traceback from torch.load)."""
         if self._ckpt_file():
             try:
-                read_checkpoint(self._ckpt_file(), "ckpt_path")
+                checkpoint = read_checkpoint(self._ckpt_file(), "ckpt_path")
             except ValueError as error:
                 self.parser.error(str(error))
+            max_steps = self.config[self.config["subcommand"]].get("trainer", {}).get("max_steps") or -1
+            done = checkpoint.get("global_step", 0)
+            if self.config["subcommand"] == "fit" and 0 < max_steps <= done:
+                self.parser.error(f"ckpt_path: {self._ckpt_file()!r} is already at step {done} and "
+                                  f"trainer.max_steps is {max_steps}: raise --trainer.max_steps to continue.")
         super()._parse_ckpt_path()
 
     def instantiate_classes(self) -> None:

@@ -95,7 +95,19 @@ def _groups(base: str, overrides: dict[str, Any], pending: Group, max_members: i
     return sorted(groups, key=lambda g: g[0][0])
 
 
-def _record(records: list[dict[str, Any]], total: int) -> None:
+class Progress:
+    """The sweep's ``[k/N]`` lines: k counts the runs finished so far (those skipped as done first), whatever
+    order the groups finish in."""
+
+    def __init__(self, total: int) -> None:
+        self.total, self.done, self.skipped = total, 0, 0
+
+    def line(self, text: str) -> None:
+        self.done += 1
+        print(f"[{self.done}/{self.total}] {text}", flush=True)
+
+
+def _record(records: list[dict[str, Any]], progress: Progress) -> None:
     """Writes each run's result.json (on the machine that runs the sweep) and prints one line per run."""
     for entry in records:
         record, log_dir = entry["record"], Path(entry["log_dir"])
@@ -103,8 +115,7 @@ def _record(records: list[dict[str, Any]], total: int) -> None:
         (log_dir / RESULT).write_text(json.dumps(record, indent=1))
         status = f"failed ({record['error']})" if record.get("failed") else \
             f"step {record['step']}, {record['seconds']} s"
-        print(f"[{entry['position']}/{total}] {record['run']}: {status}"
-              + (f" (ensemble of {entry['together']})" if entry["together"] else ""), flush=True)
+        progress.line(f"{record['run']}: {status}" + (f" (ensemble of {entry['together']})" if entry["together"] else ""))
 
 
 def group_cost(base: str, overrides: dict[str, Any], group: Group) -> float:
@@ -153,12 +164,12 @@ def _pretrain_plan(pretrain: dict[str, Any], runs: list[dict[str, Any]]) -> list
     return plan
 
 
-def _train(base: str, overrides: dict[str, Any], groups: list[Group], total: int, sweep_dir: Path, workers: int,
-           address: Optional[str]) -> None:
+def _train(base: str, overrides: dict[str, Any], groups: list[Group], progress: Progress, sweep_dir: Path,
+           workers: int, address: Optional[str]) -> None:
     """Trains the groups here (one after another) or on Ray, recording each run as its group finishes."""
     if workers == 1 and address is None:
         for group in groups:
-            _record(run_group(base, overrides, group), total)
+            _record(run_group(base, overrides, group), progress)
             write_summary(sweep_dir)
         return
     from lit_grok.distributed import run_on_ray  # Ray is an optional extra
@@ -166,17 +177,18 @@ def _train(base: str, overrides: dict[str, Any], groups: list[Group], total: int
     costs = [group_cost(base, overrides, group) for group in groups]
     calls = [(base, overrides, g) for g in groups]
     for records in run_on_ray(run_group, calls, costs, workers, address, lost=lost_records):
-        _record(records, total)
+        _record(records, progress)
         write_summary(sweep_dir)  # by the driver alone, as each group's results arrive
 
 
-def _pending(sweep_dir: Path, runs: list[dict[str, Any]]) -> Group:
+def _pending(sweep_dir: Path, runs: list[dict[str, Any]], progress: Progress) -> Group:
     """The runs without a successful result.json (the others are skipped, one line each)."""
     pending = []
     for i, params in enumerate(runs, 1):
         log_dir = sweep_dir / run_id(params) / "version_0"
         if (log_dir / RESULT).exists() and not json.loads((log_dir / RESULT).read_text()).get("failed"):
-            print(f"[{i}/{len(runs)}] {run_id(params)}: done, skipped", flush=True)
+            progress.skipped += 1
+            progress.line(f"{run_id(params)}: done, skipped")
         else:
             pending.append((i, params, log_dir))
     return pending
@@ -186,8 +198,9 @@ def _pretrained(sweep_dir: Path, pretrain: dict[str, Any], plan: list[dict[str, 
                 address: Optional[str]) -> dict[str, str]:
     """Trains the pre-trainings that have not finished; returns run id -> its last.ckpt, for init_from."""
     folder = sweep_dir / PRETRAIN_DIR
-    pending = _pending(folder, plan)
-    _train(pretrain["base"], pretrain.get("overrides") or {}, [[run] for run in pending], len(plan), folder, workers,
+    progress = Progress(len(plan))
+    pending = _pending(folder, plan, progress)
+    _train(pretrain["base"], pretrain.get("overrides") or {}, [[run] for run in pending], progress, folder, workers,
            address)
     failed = failed_runs(write_summary(folder))
     if failed:
@@ -234,14 +247,16 @@ def sweep(base: Optional[str] = None, name: Optional[str] = None, grids: Optiona
     sweep_dir = Path(save_dir) / name
     runs = expand(grids)
     plan = _pretrain_plan(pretrain, runs) if pretrain else []
-    pending = _pending(sweep_dir, runs)
+    progress = Progress(len(runs))
+    pending = _pending(sweep_dir, runs, progress)
     if pretrain and pending:
         checkpoints = _pretrained(sweep_dir, pretrain, plan, workers, address)
         pending = [(i, {**params, INIT_FROM: checkpoints[run_id({k: params[k] for k in pretrain["keys"]})]}, log_dir)
                    for i, params, log_dir in pending]
     groups = _groups(base, overrides, pending, max_members)
-    _train(base, overrides, groups, len(runs), sweep_dir, workers, address)
+    _train(base, overrides, groups, progress, sweep_dir, workers, address)
     summary = write_summary(sweep_dir)
+    before = _files(sweep_dir)
     if report:
         try:
             importlib.import_module(report).report(sweep_dir)
@@ -251,7 +266,18 @@ def sweep(base: Optional[str] = None, name: Optional[str] = None, grids: Optiona
                                f"{type(error).__name__}: {error}. Rerun it alone with "
                                f"`python -m {report} {sweep_dir}`."
                                + (f" Also, {_failed_line(failed)}." if failed else "")) from error
+    rows = list(csv.DictReader(summary.open()))
+    written = sorted(str(p) for p, stamp in _files(sweep_dir).items() if before.get(p) != stamp)
+    print(f"sweep {sweep_dir}: {len(rows)} runs ({len(rows) - progress.skipped} trained now, {progress.skipped} skipped "
+          f"as done), {sum(r.get('failed') == 'True' for r in rows)} failed, "
+          f"{sum(r.get('diverged') == 'True' for r in rows)} diverged; summary: {summary}"
+          + (f"; report: {', '.join(written)}" if written else ""), flush=True)
     return summary
+
+
+def _files(folder: Path) -> dict[Path, int]:
+    """The files directly in a folder, with their modification times (what a report writes there)."""
+    return {p: p.stat().st_mtime_ns for p in folder.iterdir() if p.is_file() and p.name != "summary.csv"}
 
 
 def main(args: Optional[list[str]] = None) -> None:

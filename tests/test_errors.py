@@ -1,6 +1,8 @@
 """Bad input, end to end through ``python -m lit_grok fit``: exit status 2, one line naming the key, no traceback."""
 
+import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -28,6 +30,8 @@ BAD = [
     ("--model.init_args.warmup_steps=x", "model.init_args.warmup_steps: expected int, got 'x'"),
     ("--model.init_args.warmup_steps=-3", "model: warmup_steps must be >= 0, got -3."),
     ("--trainer.max_stepz=3", "unrecognized arguments: --trainer.max_stepz=3"),
+    ("--trainer.max_step=100", "unrecognized arguments: --trainer.max_step=100 (did you mean --trainer.max_steps?)"),
+    (f"{OPT}lr=fast", "model.init_args.optimizer.init_args.lr: expected float or Tensor, got 'fast'"),
 ]
 
 
@@ -119,3 +123,74 @@ def test_a_task_too_large_for_memory_is_refused_before_its_table_is_built():
     with pytest.raises(ValueError, match="use a smaller modulus or a batch_size"):
         check_size("add", 1009, 1009 ** 2, None, 10 ** 9)  # every pair's logits at once: 4.1 GB
     check_size("add", 1009, 1009 ** 2, 4096, 10 ** 9)  # in batches it fits
+
+
+def test_a_run_is_quiet_and_ends_saying_where_it_is_and_what_happened(tmp_path):
+    """As a newcomer sees it: lit_grok's lines, none of Lightning's info; --verbose brings those back."""
+    args = [sys.executable, "-m", "lit_grok", "fit", "-c", str(ROOT / "configs/cpu/grok.yaml"), "--data.init_args.modulus=11",
+            "--trainer.max_steps=100", "--trainer.check_val_every_n_epoch=50", f"--trainer.logger.init_args.save_dir={tmp_path}"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    quiet = subprocess.run(args, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=240)
+    verbose = subprocess.run(args + ["--verbose"], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=240)
+    assert quiet.returncode == 0 and verbose.returncode == 0, quiet.stderr
+    for noise in ("Seed set to", "Tip:", "GPU available", "`Trainer.fit` stopped"):
+        assert noise not in quiet.stdout + quiet.stderr
+    assert "Seed set to" in verbose.stdout + verbose.stderr and "GPU available" in verbose.stdout + verbose.stderr
+    run_dir = tmp_path / "cpu-grok" / "version_0"
+    lines = quiet.stdout.strip().splitlines()
+    assert lines[-3] == f"run: {run_dir}"
+    assert lines[-2].strip().startswith("memorised at step 50; ") and "at step 100; stopped at max_steps=100" in lines[-2]
+    assert lines[-1].strip().startswith(f"curves: {run_dir / 'curves.png'}")
+    result = json.loads((run_dir / "result.json").read_text())
+    assert result["step"] == 100 and result["events/memorised_step"] == 50 and "val/acc" in result
+
+
+def test_mistakes_end_in_one_line_that_points_to_the_fix(tmp_path, capsys):
+    from lit_grok.cli import main
+
+    def refused(args):
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as exit:
+            main(args)
+        err = capsys.readouterr().err
+        assert exit.value.code == 2 and len(_one_line(err)) == 1 and "Traceback" not in err, err
+        return _one_line(err)[0]
+
+    sweep_file, run_file = ROOT / "configs/cpu/efficiency.yaml", ROOT / "configs/cpu/grok.yaml"
+    assert refused(["fit", "--config", str(sweep_file)]) == \
+        f"error: {sweep_file} is a sweep file (it has grids): run it with `python -m lit_grok sweep --config {sweep_file}`."
+    assert refused(["sweep", "--config", str(run_file)]) == \
+        f"error: {run_file} is a run file (trainer/model/data, no grids): run it with `python -m lit_grok fit --config {run_file}`."
+    assert "invalid choice: 'predict'" in refused(["predict", "-c", str(run_file)])
+    (tmp_path / "configs" / "cpu").mkdir(parents=True)  # the hint looks for the run file under ./configs
+    shutil.copy(ROOT / "configs/cpu/ungrok_pretrain.yaml", tmp_path / "configs/cpu/")
+    assert refused(["fit", "-c", str(ROOT / "configs/cpu/ungrok.yaml"), f"--trainer.logger.init_args.save_dir={tmp_path}"]) \
+        == ("error: model: init_from: no checkpoint at 'logs/cpu-ungrok-pretrain/version_0/checkpoints/last.ckpt'; it is "
+            "written by `python -m lit_grok fit --config configs/cpu/ungrok_pretrain.yaml`: run that first.")
+    finished = _tiny_checkpoint(tmp_path / "runs", 13)  # a run at max_steps=1
+    files = sorted(p.name for p in finished.parents[1].iterdir())
+    assert refused(["fit", "-c", str(run_file), "--data.init_args.modulus=13", "--trainer.max_steps=1",
+                    f"--ckpt_path={finished}", f"--trainer.logger.init_args.save_dir={tmp_path / 'runs'}"]) == \
+        f"error: ckpt_path: '{finished}' is already at step 1 and trainer.max_steps is 1: raise --trainer.max_steps to continue."
+    assert sorted(p.name for p in finished.parents[1].iterdir()) == files  # nothing written
+
+
+def test_help_lists_the_commands_that_exist(capsys):
+    from lit_grok.cli import main
+
+    with pytest.raises(SystemExit) as exit:
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert exit.value.code == 0 and "predict" not in out and "lit-grok" in out
+    assert all(f"\n  {command} " in out for command in ("fit", "validate", "test", "sweep"))
+
+
+def test_reports_explain_themselves_and_refuse_folders_without_runs(tmp_path, capsys):
+    from lit_grok.reports import curves, efficiency, main
+
+    with pytest.raises(SystemExit) as exit:
+        main(efficiency.report, ["--help"])
+    assert exit.value.code == 0 and "usage: python -m lit_grok.reports.efficiency FOLDER" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match=f"error: {tmp_path} holds no finished runs"):
+        main(curves.report, [str(tmp_path)])
+    assert list(tmp_path.iterdir()) == []  # nothing written into it

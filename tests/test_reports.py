@@ -132,7 +132,7 @@ def test_a_report_on_a_folder_that_is_not_its_sweep_ends_with_one_line(tmp_path)
     with pytest.raises(SystemExit, match=r"summary.csv has no column 'data.init_args.train_size', "
                                          r"which lit_grok.reports.grok_time reads"):
         main(report, [str(tmp_path)])
-    with pytest.raises(SystemExit, match=r"^usage: python -m lit_grok.reports.grok_time SWEEP_DIR"):
+    with pytest.raises(SystemExit, match=r"^usage: python -m lit_grok.reports.grok_time FOLDER"):
         main(report, [])
 
 

@@ -34,6 +34,10 @@ def test_sweep_runs_a_grid_writes_the_summary_and_skips_finished_runs(tmp_path, 
     kwargs = dict(base=str(ROOT / "configs/cpu/efficiency_base.yaml"), name="tiny", grids=grids, overrides=tiny,
                   save_dir=str(tmp_path))
     summary = sweep(**kwargs)
+    out = capsys.readouterr().out.splitlines()
+    assert [line[:5] for line in out if line.startswith("[")] == ["[1/3]", "[2/3]", "[3/3]"]  # counts up
+    assert out[-1] == (f"sweep {tmp_path / 'tiny'}: 3 runs (3 trained now, 0 skipped as done), 0 failed, 0 diverged; "
+                       f"summary: {summary}")
     rows = list(csv.DictReader(summary.open()))
     assert [int(r["data.init_args.train_size"]) for r in rows] == [40, 60, 80]
     assert all(int(r["step"]) == 20 and float(r["data/train_size"]) == int(r["data.init_args.train_size"]) for r in rows)
@@ -49,7 +53,9 @@ def test_sweep_runs_a_grid_writes_the_summary_and_skips_finished_runs(tmp_path, 
     stamp = result.stat().st_mtime_ns
     capsys.readouterr()
     sweep(**kwargs)
-    assert capsys.readouterr().out.count("done, skipped") == 3 and result.stat().st_mtime_ns == stamp
+    out = capsys.readouterr().out
+    assert out.count("done, skipped") == 3 and result.stat().st_mtime_ns == stamp
+    assert "3 runs (0 trained now, 3 skipped as done)" in out
     assert json.loads(result.read_text())["run"] == "train_size=40-random_labels=true"
 
 
@@ -82,10 +88,12 @@ def test_reports_on_constructed_summaries(tmp_path):
     with open(ungrok_dir / "summary.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["run", "data.init_args.train_size", "model.init_args.optimizer.init_args.weight_decay",
-                    "model.init_args.init_optimizer", "val/acc", "train/acc", "data/train_size", "converged", "step"])
-        w.writerows([["a", 30, 1.0, "false", 0.1, 1.0, 30, "True", 900], ["b", 300, 1.0, "false", 0.9, 1.0, 300, "True", 800],
-                     ["c", 30, 1.0, "false", 0.3, 1.0, 30, "True", 700], ["d", 30, 2.0, "false", 0.2, 1.0, 30, "False", 3000],
-                     ["e", 30, 1.0, "true", 0.5, 1.0, 30, "True", 600]])
+                    "model.init_args.init_optimizer", "val/acc", "train/acc", "data/train_size", "converged", "step",
+                    "model.init_args.init_from"])
+        w.writerows([r + ["pre.ckpt"] for r in [
+            ["a", 30, 1.0, "false", 0.1, 1.0, 30, "True", 900], ["b", 300, 1.0, "false", 0.9, 1.0, 300, "True", 800],
+            ["c", 30, 1.0, "false", 0.3, 1.0, 30, "True", 700], ["d", 30, 2.0, "false", 0.2, 1.0, 30, "False", 3000],
+            ["e", 30, 1.0, "true", 0.5, 1.0, 30, "True", 600]]])
     result = ungrok.report(ungrok_dir)
     assert result["mean_final_val_acc"]["weight decay 1, init_optimizer=false"] == {30: pytest.approx(0.2),
                                                                                      300: pytest.approx(0.9)}
@@ -95,6 +103,12 @@ def test_reports_on_constructed_summaries(tmp_path):
     assert table[0] == ("| D' | weight decay 1, init_optimizer=false | weight decay 1, init_optimizer=true | "
                         "weight decay 2, init_optimizer=false |")
     assert table[2] == "| 30 | 0.100, 0.300 | 0.500 | 0.200* (3000) |" and table[3] == "| 300 | 0.900 |  |  |"
+    from lit_grok.reports import NotThisExperiment
+
+    rows = (ungrok_dir / "summary.csv").read_text().replace(",pre.ckpt", ",")
+    (ungrok_dir / "summary.csv").write_text(rows)  # runs from scratch: an efficiency or grokking sweep
+    with pytest.raises(NotThisExperiment, match="is not an ungrokking sweep"):
+        ungrok.report(ungrok_dir)
     with open(semigrok_dir / "summary.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["run", "data.init_args.train_size", "val/acc", "train/acc", "plateaus", "events/plateau_level",
@@ -286,10 +300,11 @@ def test_the_tasks_report_draws_a_panel_per_task_and_finds_each_lines_crossing(t
         w = csv.writer(f)
         w.writerow(["run", "data.init_args.operation", "data.init_args.train_size",
                     "model.init_args.optimizer.init_args.weight_decay", "val/acc", "train/acc", "data/train_size",
-                    "converged", "step"])
-        w.writerows([["a", "sub", 50, 1.0, 0.0, 1.0, 50, "True", 900], ["b", "sub", 200, 1.0, 1.0, 1.0, 200, "True", 800],
-                     ["c", "sub", 50, 2.0, 0.2, 1.0, 50, "False", 3000], ["d", "sub", 200, 2.0, 0.6, 1.0, 200, "True", 800],
-                     ["e", "mul", 50, 1.0, 0.9, 1.0, 50, "True", 700]])
+                    "converged", "step", "model.init_args.init_from"])
+        w.writerows([r + ["pre.ckpt"] for r in [
+            ["a", "sub", 50, 1.0, 0.0, 1.0, 50, "True", 900], ["b", "sub", 200, 1.0, 1.0, 1.0, 200, "True", 800],
+            ["c", "sub", 50, 2.0, 0.2, 1.0, 50, "False", 3000], ["d", "sub", 200, 2.0, 0.6, 1.0, 200, "True", 800],
+            ["e", "mul", 50, 1.0, 0.9, 1.0, 50, "True", 700]]])
     result = ungrok_tasks.report(tmp_path)
     assert result["crossing_0.5"]["sub"] == {"1": pytest.approx(100.0), "2": pytest.approx(50 * 4 ** 0.75)}
     assert result["crossing_0.5"]["mul"] == {"1": None} and result["not_converged"] == ["c"]
@@ -297,7 +312,8 @@ def test_the_tasks_report_draws_a_panel_per_task_and_finds_each_lines_crossing(t
     assert [(r["task"], r["D'"]) for r in rows][:2] == [("sub", "50"), ("sub", "200")] and len(rows) == 5
     assert (tmp_path / "ungrok_tasks.png").exists()
     (tmp_path / "summary.csv").write_text("run,data.init_args.train_size,model.init_args.optimizer.init_args."
-                                          "weight_decay,val/acc,train/acc,data/train_size,step\nx,5,1,0,1,5,9\n")
+                                          "weight_decay,val/acc,train/acc,data/train_size,step,model.init_args."
+                                          "init_from\nx,5,1,0,1,5,9,pre.ckpt\n")
     with pytest.raises(KeyError):  # an ungrokking sweep of one task: not this report's experiment
         ungrok_tasks.report(tmp_path)
 

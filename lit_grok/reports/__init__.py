@@ -21,14 +21,30 @@ def read_summary(sweep_dir: Path, numbers: tuple[str, ...] = ()) -> list[dict]:
     return rows
 
 
+class NotThisExperiment(ValueError):
+    """A folder a report cannot report on (no finished runs, or another experiment's): its one-line reason."""
+
+
+def finished_runs(sweep_dir: Path, result: str = "result.json") -> list[str]:
+    """The names of a sweep folder's finished runs; NotThisExperiment when there are none."""
+    runs = sorted(p.parent.parent.name for p in Path(sweep_dir).glob(f"*/version_0/{result}"))
+    if not runs:
+        raise NotThisExperiment(f"{sweep_dir} holds no finished runs (no */version_0/{result}): give a sweep's "
+                                f"folder once a run has finished.")
+    return runs
+
+
 def main(report: Callable[[Path], dict], argv: Optional[list[str]] = None) -> None:
     """``python -m lit_grok.reports.<experiment> SWEEP_DIR``: runs the report and prints its result; a folder
     that is not a sweep of the report's experiment ends with one line, not a traceback."""
     argv = sys.argv[1:] if argv is None else argv
     module = sys.modules.get(report.__module__)  # run as `python -m`, the report's module is __main__
     name = getattr(getattr(module, "__spec__", None), "name", None) or report.__module__
+    if argv[:1] in (["-h"], ["--help"]):
+        print(f"usage: python -m {name} FOLDER\n\n{(module.__doc__ or '').strip()}")
+        sys.exit(0)
     if len(argv) != 1:
-        sys.exit(f"usage: python -m {name} SWEEP_DIR (a sweep's folder, e.g. logs/grok-time)")
+        sys.exit(f"usage: python -m {name} FOLDER (a sweep's folder, e.g. logs/grok-time; --help says more)")
     sweep_dir = Path(argv[0])
     if not sweep_dir.is_dir():
         sys.exit(f"error: {sweep_dir} is not a folder; give the sweep's folder (its save_dir/name, e.g. "
@@ -38,6 +54,8 @@ def main(report: Callable[[Path], dict], argv: Optional[list[str]] = None) -> No
     except FileNotFoundError as error:
         sys.exit(f"error: {error.filename} does not exist: is {sweep_dir} a sweep's folder? A sweep writes "
                  f"summary.csv after its first run.")
+    except NotThisExperiment as error:
+        sys.exit(f"error: {error}")
     except KeyError as error:
         sys.exit(f"error: {sweep_dir}/summary.csv has no column {error}, which {name} reads: is {sweep_dir} a "
                  f"sweep of that report's experiment?")

@@ -11,7 +11,7 @@ import csv
 import math
 from pathlib import Path
 
-from lit_grok.reports import main, new_figure, save_figure
+from lit_grok.reports import finished_runs, main, new_figure, save_figure
 from lit_grok.sweep import RESULT
 
 TAGS = ("val/acc", "train/acc", "train/loss", "norm/params")
@@ -28,8 +28,11 @@ def read_curves(run_dir: Path, tags: tuple[str, ...] = TAGS) -> dict[str, dict[i
 
 
 def report(sweep_dir: Path) -> dict:
+    """Writes curves.csv and curves.png in the folder: a sweep's (one line per finished run), or one run's."""
     sweep_dir = Path(sweep_dir)
-    runs = sorted(p.parent.parent.name for p in sweep_dir.glob(f"*/version_0/{RESULT}"))
+    if any(sweep_dir.glob("events.out.tfevents.*")):  # a run's own folder: its curves alone, written there
+        return _one_run(sweep_dir)
+    runs = finished_runs(sweep_dir, RESULT)
     fig, ax = new_figure((7, 4.5))
     with open(sweep_dir / "curves.csv", "w", newline="") as f:
         writer = csv.writer(f)
@@ -47,6 +50,17 @@ def report(sweep_dir: Path) -> dict:
     fig.tight_layout()
     save_figure(fig, sweep_dir, "curves.png", "sweep/val_acc_curves")
     return {"runs": len(runs), "csv": str(sweep_dir / "curves.csv")}
+
+
+def _one_run(run_dir: Path) -> dict:
+    curves = read_curves(run_dir)
+    steps = sorted(curves.get("val/acc", curves.get("train/acc", {})))
+    with open(run_dir / "curves.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["run", "step", *TAGS])
+        for step in steps:
+            writer.writerow([run_dir.name, step, *(f"{curves.get(t, {}).get(step, math.nan):.5g}" for t in TAGS)])
+    return {"runs": 1, "csv": str(run_dir / "curves.csv"), "validations": len(steps)}
 
 
 if __name__ == "__main__":

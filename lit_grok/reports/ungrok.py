@@ -11,7 +11,7 @@ from collections import defaultdict
 from pathlib import Path
 from statistics import mean
 
-from lit_grok.reports import main, new_figure, read_summary, save_figure
+from lit_grok.reports import NotThisExperiment, main, new_figure, read_summary, save_figure
 
 TAG = "ungrok/final_val_acc"  # the figure's TensorBoard tag
 
@@ -20,11 +20,28 @@ def load(sweep_dir: Path) -> list[dict]:
     """The sweep's runs with D' (the final training-set size, from a branch's train_size or a swap's new_size)
     and the weight decay (the base config's when the sweep does not vary it)."""
     rows = read_summary(sweep_dir, ("val/acc", "train/acc", "data/train_size", "step"))
+    check_ungrokking(sweep_dir, rows)
     for row in rows:
         row["D'"] = int(row["data/train_size"])
         row["wd"] = float(row.get("model.init_args.optimizer.init_args.weight_decay") or _config_weight_decay(sweep_dir, row))
         row["converged"] = row.get("converged") == "True"
     return rows
+
+
+def check_ungrokking(sweep_dir: Path, rows: list[dict]) -> None:
+    """An ungrokking sweep's runs start from a trained network (init_from) or swap their data (DatasetSwap);
+    another experiment's sweep is refused in one line rather than reported as ungrokking."""
+    import yaml
+
+    if not rows:
+        raise NotThisExperiment(f"{sweep_dir}/summary.csv has no runs.")
+    if "events/swap_step" in rows[0] or rows[0].get("model.init_args.init_from"):
+        return
+    config = Path(sweep_dir) / rows[0]["run"] / "version_0" / "config.yaml"
+    model = (yaml.safe_load(config.read_text()) or {}).get("model", {}) if config.is_file() else {}
+    if not (model.get("init_args") or {}).get("init_from"):
+        raise NotThisExperiment(f"{sweep_dir} is not an ungrokking sweep: its runs neither start from a trained "
+                                f"network (init_from) nor swap their data (DatasetSwap).")
 
 
 def _config_weight_decay(sweep_dir: Path, row: dict) -> float:
@@ -39,7 +56,7 @@ def _config_weight_decay(sweep_dir: Path, row: dict) -> float:
 
 
 # grid keys that are not a line of their own: D' (the x axis) and the seeds (points on a line)
-NOT_SERIES = ("train_size", "new_size", "data_seed", "seed_everything", "seed")
+NOT_SERIES = ("train_size", "new_size", "data_seed", "seed_everything", "seed", "init_from")
 
 
 def series(row: dict) -> str:
