@@ -51,3 +51,11 @@ def test_every_command_written_parses(page, monkeypatch):
                 del rest[rest.index("--ckpt_path"):rest.index("--ckpt_path") + 2]
             config = parse_config(rest)
             assert config["trainer"] is not None, args
+
+
+def test_config_comments_point_to_readme_sections_that_exist():
+    readme = _text(ROOT / "README.md")
+    sections = set(re.findall(r"^#+ (.+)$", readme, re.M)) | set(re.findall(r"^\*\*([^*]+)\.\*\*", readme, re.M))
+    for config in sorted((ROOT / "configs").rglob("*.yaml")):
+        for name in re.findall(r'README, "([^"]+)"', config.read_text()):
+            assert name in sections, f"{config.relative_to(ROOT)} points to README section {name!r}, which does not exist"

@@ -304,7 +304,7 @@ def test_dynamics_checks_the_papers_two_statements_on_constructed_curves():
     assert result["statement_1_holds"] and result["share_of_intervals_rising"]["norm"] == 0
     assert result["gen_logit"] == [pytest.approx(2.0), pytest.approx(15.0)] and result["grokked_step"] == 3000
     assert result["statement_2_holds"] and result["gen_logit_peak_after"]["step"] in range(4000, 5001)
-    mem_late = {s: 5.0 for s in steps}  # C_mem still large after 4000: statement 2 fails
+    mem_late = {s: 5.0 for s in steps}  # C_mem still large after C_gen's peak: statement 2 fails
     assert not dynamics.check({dynamics.GEN: gen, dynamics.MEM: mem_late, "norm/params": norm,
                                "val/acc": acc})["statement_2_holds"]
 
