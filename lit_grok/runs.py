@@ -19,7 +19,7 @@ from pytorch_lightning.cli import LightningArgumentParser, LightningCLI, SaveCon
 from pytorch_lightning.loggers import TensorBoardLogger
 
 from lit_grok.branching import check_resume, read_checkpoint
-from lit_grok.callbacks import ModelCheckpoint, StepProgressBar, StopOnDivergence, TrainingCurves
+from lit_grok.callbacks import ModelCheckpoint, StepProgressBar, StopOnDivergence, TensorBoardLayout, TrainingCurves
 from lit_grok.callbacks.members import Members, per_member
 
 # Trainer defaults for full batch (an epoch is one optimiser step): validate every 100 steps rather than every step,
@@ -235,6 +235,8 @@ class GrokCLI(LightningCLI):
             callbacks.append(StepProgressBar())
         if not _has(callbacks, TrainingCurves):
             callbacks.append(TrainingCurves())
+        if not _has(callbacks, TensorBoardLayout):
+            callbacks.append(TensorBoardLayout())
         if not _has(callbacks, StopOnDivergence):
             callbacks.append(StopOnDivergence())
         ckpt_path = self.config.get(str(self.subcommand), {}).get("ckpt_path") if self.subcommand else None

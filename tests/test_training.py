@@ -49,6 +49,12 @@ def test_tiny_config_groks_and_logs_every_metric(tiny_args):
     assert [e.step for e in ea.Scalars("val/acc")][:3] == [49, 99, 149]  # every validation (after 50, 100, ... steps)
     assert scalars(str(log_dir), "data/train_size")[49] == cli.datamodule.train_size
     assert "curves" in ea.Tags()["images"] and "config/text_summary" in ea.Tags()["tensors"]
+    from tensorboard.plugins.custom_scalar import layout_pb2
+
+    layout = layout_pb2.Layout.FromString(ea.Tensors("custom_scalars__config__")[0].tensor_proto.string_val[0])
+    charts = {chart.title: list(chart.multiline.tag) for category in layout.category for chart in category.chart}
+    assert charts["accuracy: train and val"] == ["train/acc$", "val/acc$"]  # the grokking plot, one chart
+    assert charts["logits: C_gen and C_mem (App. B)"][:2] == ["circuits/gen_logit$", "circuits/mem_logit_train$"]
     assert (log_dir / "curves.png").stat().st_size > 10_000
     assert (log_dir / "config.yaml").exists() and (log_dir / "hparams.yaml").exists()
     assert "operation: add" in (log_dir / "hparams.yaml").read_text()

@@ -8,10 +8,12 @@ from lit_grok.callbacks.divergence import Diverged, StopOnDivergence
 from lit_grok.callbacks.efficiency import CircuitEfficiency
 from lit_grok.callbacks.fourier import ProgressMeasures
 from lit_grok.callbacks.grok_events import GrokEvents
+from lit_grok.callbacks.layout import TensorBoardLayout
 from lit_grok.callbacks.members import Members
 from lit_grok.callbacks.plateaus import PlateauDetector
 from lit_grok.callbacks.progress import StepProgressBar
 from lit_grok.callbacks.run_result import RunResult
 
 __all__ = ["CircuitEfficiency", "DatasetSwap", "Diverged", "GrokEvents", "Members", "ModelCheckpoint", "PlateauDetector",
-           "ProgressMeasures", "RunResult", "StepProgressBar", "StopOnConvergence", "StopOnDivergence", "TrainingCurves"]
+           "ProgressMeasures", "RunResult", "StepProgressBar", "StopOnConvergence", "StopOnDivergence",
+           "TensorBoardLayout", "TrainingCurves"]
