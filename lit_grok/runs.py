@@ -302,6 +302,15 @@ class _ParseOnly(GrokCLI):
         pass
 
 
+def snapshot_config(config: str, path: Path) -> str:
+    """Writes the config file ``config`` resolved (every value, no file references) to ``path`` and returns
+    ``path``: a sweep's runs read that, so that editing the YAML while the sweep runs changes nothing."""
+    cli = _ParseOnly(args=["-c", config], run=False, **CLI_KWARGS)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"# {config} as the sweep read it when it started\n" + cli.parser.dump(cli.config, skip_none=False))
+    return str(path)
+
+
 def parse_config(args: list[str]) -> dict[str, Any]:
     """The config a command line (without subcommand) describes, as a dict, with nothing instantiated."""
     return _ParseOnly(args=args, run=False, **CLI_KWARGS).config.as_dict()

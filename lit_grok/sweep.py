@@ -32,7 +32,7 @@ from typing import Any, Optional
 from jsonargparse import CLI
 
 from lit_grok.execution import Group, lost_records, run_args, run_group, run_id
-from lit_grok.runs import parse_config
+from lit_grok.runs import parse_config, snapshot_config
 
 RESULT = "result.json"
 # config keys (as on the command line) in which runs of one ensemble may differ; anything else must match
@@ -142,6 +142,7 @@ def _failed_line(failed: list[str]) -> str:
 
 
 INIT_FROM = "model.init_args.init_from"
+SNAPSHOT = "base.yaml"  # the base config as the sweep read it when it started
 PRETRAIN_DIR = "pretrain"
 
 
@@ -247,6 +248,9 @@ def sweep(base: Optional[str] = None, name: Optional[str] = None, grids: Optiona
     sweep_dir = Path(save_dir) / name
     runs = expand(grids)
     plan = _pretrain_plan(pretrain, runs) if pretrain else []
+    base = snapshot_config(base, sweep_dir / SNAPSHOT)  # a YAML edited while the sweep runs changes nothing
+    if pretrain:
+        pretrain = {**pretrain, "base": snapshot_config(pretrain["base"], sweep_dir / PRETRAIN_DIR / SNAPSHOT)}
     progress = Progress(len(runs))
     pending = _pending(sweep_dir, runs, progress)
     if pretrain and pending:
@@ -277,7 +281,7 @@ def sweep(base: Optional[str] = None, name: Optional[str] = None, grids: Optiona
 
 def _files(folder: Path) -> dict[Path, int]:
     """The files directly in a folder, with their modification times (what a report writes there)."""
-    return {p: p.stat().st_mtime_ns for p in folder.iterdir() if p.is_file() and p.name != "summary.csv"}
+    return {p: p.stat().st_mtime_ns for p in folder.iterdir() if p.is_file() and p.name not in ("summary.csv", SNAPSHOT)}
 
 
 def main(args: Optional[list[str]] = None) -> None:

@@ -340,3 +340,27 @@ def test_a_checkpoint_that_would_run_code_in_a_sweep_folder_is_refused_not_loade
     row = next(csv.DictReader(summary.open()))
     assert row["failed"] == "True" and "is not a readable checkpoint (it holds objects other than tensors" in row["error"]
     assert not marker.exists()
+
+
+def test_editing_the_base_config_while_a_sweep_runs_changes_none_of_its_runs(tmp_path, monkeypatch):
+    import lit_grok.sweep as sweep_module
+
+    base = tmp_path / "base.yaml"
+    base.write_text((ROOT / "configs/cpu/efficiency_base.yaml").read_text())
+    calls = []
+
+    def edit_after_first(*args, **kwargs):
+        records = sweep_module.run_group.__wrapped__(*args, **kwargs)
+        calls.append(1)
+        base.write_text("trainer:\n  max_steps: -7\n")  # a mistake made in the editor while the sweep runs
+        return records
+
+    edit_after_first.__wrapped__ = sweep_module.run_group
+    monkeypatch.setattr(sweep_module, "run_group", edit_after_first)
+    tiny = {"data.init_args.modulus": 11, "trainer.max_steps": 5, "model.init_args.network.init_args.d_model": 16,
+            "model.init_args.network.init_args.d_mlp": 32}
+    summary = sweep(base=str(base), name="s", grids=[{"data.init_args.train_size": [40, 60]}], overrides=tiny,
+                    save_dir=str(tmp_path), max_members=1)
+    rows = list(csv.DictReader(summary.open()))
+    assert len(calls) == 2 and [r.get("failed", "") for r in rows] == ["", ""] and [r["step"] for r in rows] == ["5", "5"]
+    assert (tmp_path / "s" / "base.yaml").read_text().startswith(f"# {base} as the sweep read it")
