@@ -25,7 +25,8 @@ from typing import Any, Optional
 import pytorch_lightning as pl
 from torch import Tensor
 
-from lit_grok.loops import count_epochs_as_steps, save_intervals, set_logging_step, validate_by_epoch, validate_every
+from lit_grok.loops import (count_epochs_as_steps, fork_safe_threads, save_intervals, set_logging_step, validate_by_epoch,
+                            validate_every)
 
 MAX_STEPS_PER_BATCH = 100
 
@@ -60,6 +61,12 @@ class StepEngine:
     def training_loss(self, batch: Any) -> Tensor:
         """The loss whose gradient one optimiser step follows."""
         raise NotImplementedError
+
+    def setup(self, stage: str) -> None:
+        """In each rank, before anything trains: a forked CPU rank gets one thread (``loops.fork_safe_threads``)."""
+        if self._trainer is not None:
+            fork_safe_threads(self.trainer)
+        super().setup(stage)  # type: ignore[misc]
 
     def setup_engine(self, trainer: pl.Trainer) -> None:
         """In full batch: validations every ``check_val_every_n_epoch`` optimiser steps (none when validation

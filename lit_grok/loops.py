@@ -89,3 +89,19 @@ def count_epochs_as_steps(trainer: pl.Trainer) -> None:
         return
     steps = loop.max_epochs if loop.max_steps is None or loop.max_steps < 0 else min(loop.max_epochs, loop.max_steps)
     loop.epoch_loop.max_steps, loop.max_epochs = steps, -1
+
+
+def fork_safe_threads(trainer: pl.Trainer) -> None:
+    """One torch thread in a CPU rank started by ``fork`` (``strategy: ddp_fork``).
+
+    torch's OpenMP thread pool does not survive ``fork``: a forked child that enters a parallel region with
+    more than one thread waits forever for workers that were never copied. Lightning's launcher sets the
+    children's threads only when ``OMP_NUM_THREADS`` is unset, so with it exported (``OMP_NUM_THREADS=2``)
+    every rank kept the parent's count and the first matmul hung. With one thread torch runs inline.
+    """
+    launcher = getattr(trainer.strategy, "launcher", None)
+    if (getattr(launcher, "_start_method", None) == "fork" and trainer.world_size > 1
+            and trainer.strategy.root_device.type == "cpu"):
+        import torch
+
+        torch.set_num_threads(1)

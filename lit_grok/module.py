@@ -191,6 +191,7 @@ class GrokkingModule(branching.Branched, StepEngine, FilteredGradients, pl.Light
         self._log_state()
 
     def setup(self, stage: str) -> None:
+        super().setup(stage)
         if self._trainer is not None and self.trainer.datamodule is not None:
             self.check_data(self.trainer.datamodule)
 
