@@ -288,8 +288,11 @@ def main(args: Optional[list[str]] = None) -> None:
     """``python -m lit_grok sweep --config SWEEP.yaml``; a bad sweep file ends with one line, not a traceback."""
     try:
         summary = CLI(sweep, args=args)
-    except (ValueError, FileNotFoundError, ReportFailed) as error:
+    except ReportFailed as error:  # the runs are done; the report is not
         sys.exit(f"error: {error}")
+    except (ValueError, FileNotFoundError) as error:  # a bad sweep file or argument: exit status 2, as the CLI's
+        sys.stderr.write(f"error: {error}\n")
+        sys.exit(2)
     failed = failed_runs(summary)
     if failed:
         sys.exit(f"error: {_failed_line(failed)}.")

@@ -25,6 +25,14 @@ def _clean_tree():
         pytest.fail(f"the test suite changed the working tree: {added}")
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _one_thread_per_worker():
+    """Under pytest-xdist each worker runs one torch thread: two workers on two cores, not four threads."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        torch.set_num_threads(1)
+    yield
+
+
 @pytest.fixture(autouse=True)
 def _hermetic(monkeypatch, tmp_path):
     """Each test starts from the same global state: one thread, no leaked seed, deterministic off, and a

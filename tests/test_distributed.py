@@ -15,6 +15,7 @@ import torch
 from lit_grok.sweep import main, sweep
 
 ray = pytest.importorskip("ray")
+pytestmark = pytest.mark.xdist_group("ray")  # one local Ray instance at a time: these tests count Ray's processes
 ROOT = Path(__file__).resolve().parents[1]
 BASE = str(ROOT / "configs/cpu/efficiency_base.yaml")
 TINY = {"data.init_args.modulus": 11, "trainer.max_steps": 60, "trainer.check_val_every_n_epoch": 10,
@@ -100,6 +101,11 @@ def test_ctrl_c_stops_the_workers_and_leaves_no_ray_process(tmp_path):
     while time.monotonic() < deadline and len(list((tmp_path / "ctrl-c").glob("*/version_0/events.*"))) < 2:
         time.sleep(0.1)
     assert len(list((tmp_path / "ctrl-c").glob("*/version_0/events.*"))) == 2, "both workers should have started"
+    # no one else gets in: a client of this machine without the sweep's token is refused (ShadowRay)
+    outsider = subprocess.run([sys.executable, "-c", "import ray; ray.init(address='auto', logging_level='ERROR')"],
+                              capture_output=True, text=True, timeout=120,
+                              env={k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")})
+    assert outsider.returncode != 0 and "uthentication" in outsider.stderr, outsider.stderr[-2000:]
     process.send_signal(signal.SIGINT)
     process.wait(timeout=60)
     time.sleep(2)
@@ -123,11 +129,12 @@ def test_a_sweep_runs_on_a_ray_cluster_of_two_nodes(tmp_path):
         cluster.shutdown()
 
 
-def test_without_ray_more_than_one_worker_says_how_to_install_it(tmp_path, monkeypatch):
+def test_without_ray_more_than_one_worker_says_how_to_install_it(tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
-    with pytest.raises(SystemExit, match=r'need Ray: pip install -e "\.\[ray\]"'):
+    with pytest.raises(SystemExit) as exit:
         main(["--base", BASE, "--name", "no-ray", "--save_dir", str(tmp_path), "--workers", "2",
               "--grids", '[{"data.init_args.train_size": [40]}]'])
+    assert exit.value.code == 2 and 'need Ray: pip install -e ".[ray]"' in capsys.readouterr().err
 
 
 def test_ensemble_groups_on_two_workers_equal_the_sequential_ones(tmp_path, capsys):
@@ -140,3 +147,18 @@ def test_ensemble_groups_on_two_workers_equal_the_sequential_ones(tmp_path, caps
     for run in one:
         for column in COLUMNS:
             assert float(two[run][column]) == float(one[run][column])
+
+
+def test_an_address_that_does_not_answer_is_one_line_with_exit_status_2(tmp_path, capsys):
+    import socket
+
+    with socket.socket() as free:  # a port nothing listens on
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    for address, message in ((f"127.0.0.1:{port}", f"cannot reach a Ray cluster at 127.0.0.1:{port}"),
+                             ("nowhere", "--address 'nowhere' is not host:port")):
+        with pytest.raises(SystemExit) as exit:
+            main(["--base", BASE, "--name", "far", "--save_dir", str(tmp_path), "--address", address,
+                  "--grids", '[{"data.init_args.train_size": [40]}]'])
+        err = capsys.readouterr().err
+        assert exit.value.code == 2 and err.startswith(f"error: {message}") and len(err.strip().splitlines()) == 1

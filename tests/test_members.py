@@ -393,5 +393,6 @@ def test_the_command_line_routes_sweep_to_the_sweep_runner(capsys, tmp_path):
     with pytest.raises(SystemExit) as exit_:
         main(["sweep", "--help"])
     assert exit_.value.code == 0 and "--max_members" in capsys.readouterr().out
-    with pytest.raises(SystemExit, match="error: base config 'missing.yaml' does not exist"):
+    with pytest.raises(SystemExit) as exit_:
         main(["sweep", "--base", "missing.yaml", "--name", "x", "--grids", '[{"seed_everything": [0]}]'])
+    assert exit_.value.code == 2 and "error: base config 'missing.yaml' does not exist" in capsys.readouterr().err

@@ -122,8 +122,9 @@ def test_a_bad_sweep_file_ends_with_one_line(tmp_path, capsys):
     from lit_grok.sweep import main
 
     (tmp_path / "bad.yaml").write_text("base: nope.yaml\nname: x\ngrids:\n  - a: [1]\n")
-    with pytest.raises(SystemExit, match="error: base config 'nope.yaml' does not exist."):
+    with pytest.raises(SystemExit) as exit:
         main(["--config", str(tmp_path / "bad.yaml")])
+    assert exit.value.code == 2 and capsys.readouterr().err == "error: base config 'nope.yaml' does not exist.\n"
 
 
 # a run of ten steps on a tiny task, without callbacks (no convergence stop)
@@ -237,8 +238,9 @@ def test_a_sweep_files_name_can_be_overridden_on_the_command_line(capsys):
     with pytest.raises(SystemExit):  # --print_config prints and exits
         main(["sweep", "--config", str(ROOT / "configs/cpu/efficiency.yaml"), "--name", "renamed", "--print_config"])
     assert "name: renamed" in capsys.readouterr().out
-    with pytest.raises(SystemExit, match="a sweep needs base"):
+    with pytest.raises(SystemExit) as exit:
         main(["sweep", "--name", "x", "--grids", '[{"seed_everything": [0]}]'])
+    assert exit.value.code == 2 and capsys.readouterr().err.startswith("error: a sweep needs base")
 
 
 @pytest.mark.parametrize("sig, members", [(signal.SIGINT, 1), (signal.SIGTERM, 1), (signal.SIGINT, 2)])
