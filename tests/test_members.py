@@ -126,7 +126,7 @@ def test_the_cli_gives_each_member_a_copy_of_the_configs_callbacks(tmp_path):
     cli = main(args[:-2] + ["--trainer.callbacks.new_size=50", "--trainer.callbacks.at_step=10"])
     members = next(c for c in cli.trainer.callbacks if isinstance(c, Members))
     kinds = [[type(c).__name__ for c in mine] for mine in members.callbacks]
-    assert kinds == [["GrokEvents", "DatasetSwap", "TrainingCurves", "StopOnDivergence"]] * 2
+    assert kinds == [["GrokEvents", "DatasetSwap", "TrainingCurves", "TensorBoardLayout", "StopOnDivergence"]] * 2
     assert members.callbacks[0][0] is not members.callbacks[1][0]
     assert not any(isinstance(c, GrokEvents) for c in cli.trainer.callbacks)
     assert [m.train_size for m in cli.datamodule.members] == [50, 50]

@@ -260,7 +260,7 @@ def test_an_interrupted_sweep_stops_with_one_line_instead_of_failing_the_run_and
     time.sleep(1)
     process.send_signal(sig)
     try:
-        _, stderr = process.communicate(timeout=60)
+        _, stderr = process.communicate(timeout=120)
     finally:
         process.kill()  # a sweep that did not stop must not outlive the test
     assert process.returncode == 1
