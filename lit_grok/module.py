@@ -35,6 +35,9 @@ def describe(fn: Any) -> Any:
     Config values from the CLI (dicts) and None pass through."""
     if fn is None or isinstance(fn, (dict, str, int, float)):
         return fn
+    if isinstance(fn, functools.partial) and getattr(fn.func, "__name__", "") == "call_without_instantiate_context":
+        # jsonargparse's form of a class from a config: partial(call_without_instantiate_context, ..., cls, **kw)
+        return {"class_path": describe(fn.args[-1])["class_path"], "init_args": dict(fn.keywords)}
     if isinstance(fn, functools.partial):
         return {"class_path": describe(fn.func)["class_path"], "init_args": dict(fn.keywords)}
     return {"class_path": f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"}

@@ -238,3 +238,17 @@ def test_callback_states_after_resume_equal_an_uninterrupted_runs(tmp_path):
     assert [step for step, _ in curves.history["val/acc"]] == list(range(5, 65, 5))
     assert swap.streak == 12 and swap.swap_step is None
     assert [(p["start"], p["end"]) for p in plateaus.plateaus] == [(5, 60)]  # closed at fit end, all 12 points
+
+
+def test_a_module_built_from_a_config_built_modules_callables_describes_their_classes(tmp_path):
+    """A class from a config reaches the module as jsonargparse's partial(call_without_instantiate_context, ...);
+    hyperparameters must name the class itself, so that load_from_checkpoint can rebuild the module."""
+    from lit_grok.module import describe, resolve
+
+    root = Path(__file__).resolve().parents[1]
+    cli = main(["-c", str(root / "configs/cpu/grok.yaml"), "--trainer.logger=false"], run=False)
+    again = GrokkingModule(cli.datamodule.vocab_size, cli.datamodule.n_classes, optimizer=cli.model.make_optimizer)
+    assert again.hparams.optimizer["class_path"] == "torch.optim.adamw.AdamW"
+    assert again.hparams.optimizer["init_args"]["lr"] == 3.0e-3
+    optimizer = resolve(describe(cli.model.make_optimizer))(again.parameters())
+    assert isinstance(optimizer, torch.optim.AdamW) and optimizer.defaults["lr"] == 3.0e-3
