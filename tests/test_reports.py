@@ -322,3 +322,18 @@ def test_ratio_report_orders_the_sizes_and_measures_the_rise(tmp_path):
     assert result["not_converged"] == ["c"] and result["negative_mem_logit_at"] == []
     rows = list(csv.DictReader((tmp_path / "ratio.csv").open()))
     assert [r["D"] for r in rows] == ["100", "400", "1600"] and float(rows[0]["ratio"]) == pytest.approx(0.1)
+
+
+def test_the_efficiency_report_judges_a_sweep_by_its_own_configs_rule(tmp_path):
+    from lit_grok.reports.efficiency import RULE, rules_around, sweep_rule
+
+    run_dir = tmp_path / "r" / "version_0"
+    run_dir.mkdir(parents=True)
+    (run_dir / "config.yaml").write_text(
+        "trainer:\n  callbacks:\n  - class_path: lit_grok.callbacks.StopOnConvergence\n    init_args:\n"
+        "      monitor: [logits/train_margin, norm/params]\n      rel_tol: 5.0e-3\n      window: 4\n")
+    assert sweep_rule(tmp_path, ["missing", "r"]) == (5e-3, None, 4)  # P=31's: a relative margin tolerance
+    assert sweep_rule(tmp_path, ["missing"]) == RULE
+    assert rules_around((5e-3, None, 4)) == ((1e-2, None, 4), (5e-3, None, 4), (2.5e-3, None, 4), (2.5e-3, None, 4))
+    history = [(100 * i, [30.0, 14.0 + 0.05 * (i % 2)]) for i in range(1, 9)]  # margin wobbles by 0.36 %
+    assert stop_step(history, (5e-3, None, 4)) == 400 and stop_step(history, (5e-3, 0.01, 4)) is None

@@ -11,12 +11,13 @@ weight decay that both kinds ran, C_mem's converged norm per D (seeds averaged) 
 size trained at a single weight decay still counts; ``over_reference_losses`` gives D_crit across the range
 of reference losses where it is defined.
 
-A run counts only if it converged (its own StopOnConvergence stopped it, or ``RULE``, the paper-scale
-config's, fires on its validation curves), fits its training set (train/acc = 1) and, for C_gen, passes
+A run counts only if it converged (its own StopOnConvergence stopped it, or the sweep's own rule fires on
+its validation curves: the rule read from its runs' config.yaml by ``sweep_rule``, the paper-scale
+config's ``RULE`` where none is found), fits its training set (train/acc = 1) and, for C_gen, passes
 App. B's criterion (``circuits/gen_fraction`` > 0.95); the others are dropped, listed with their reasons
 in ``d_crit.json`` and counted. ``rule_sensitivity.csv`` reads every run's validations back and says
-where each rule in ``RULES`` would have stopped it and the norm there against the norm at its end, so
-that whether the rule is tight enough is a measured fact.
+where the sweep's rule, a looser and two tighter ones (``rules_around``) would have stopped it and the
+norm there against the norm at its end, so that whether the rule is tight enough is a measured fact.
 
     python -m lit_grok.reports.efficiency logs/cpu-efficiency
 """
@@ -47,9 +48,38 @@ TAG_BY_SIZE = "efficiency/norm_vs_train_size"
 
 
 MONITOR = ("norm/params", "logits/train_margin")  # what configs/efficiency_base.yaml's StopOnConvergence watches
-Rule = tuple[float, float, int]  # (norm's relative tolerance, margin's absolute tolerance, window in validations)
-RULE: Rule = (2e-3, 0.1, 10)  # configs/efficiency_base.yaml's
-RULES: tuple[Rule, ...] = ((4e-3, 0.2, 10), RULE, (1e-3, 0.1, 10), (1e-3, 0.05, 10))  # loosest first
+# (norm's relative tolerance, margin's absolute tolerance or None for the relative one, window in validations)
+Rule = tuple[float, Optional[float], int]
+RULE: Rule = (2e-3, 0.1, 10)  # configs/efficiency_base.yaml's: for runs whose config.yaml is not at hand
+
+
+def sweep_rule(sweep_dir: Path, runs: list[str]) -> Rule:
+    """The convergence rule the sweep's runs were configured with (their StopOnConvergence watching MONITOR,
+    from the first run's config.yaml), so that a sweep of any cadence (P=31's, P=113's) is judged by its own
+    rule; ``RULE`` when no run's config says."""
+    import yaml
+
+    for run in runs:
+        config = Path(sweep_dir) / run / "version_0" / "config.yaml"
+        if not config.is_file():
+            continue
+        callbacks = ((yaml.safe_load(config.read_text()) or {}).get("trainer") or {}).get("callbacks") or []
+        for callback in callbacks:
+            args = callback.get("init_args") or {} if isinstance(callback, dict) else {}
+            if str(callback.get("class_path", "")).endswith("StopOnConvergence") and set(MONITOR) <= set(
+                    args.get("monitor") or []):
+                margin = (args.get("abs_tol") or {}).get(MONITOR[1])
+                return (float(args.get("rel_tol", 1e-3)), None if margin is None else float(margin),
+                        int(args.get("window", 10)))
+    return RULE
+
+
+def rules_around(rule: Rule) -> tuple[Rule, ...]:
+    """The sweep's rule with a looser and two tighter ones, loosest first, for ``rule_sensitivity``."""
+    rel, margin, window = rule
+    half = None if margin is None else margin / 2
+    return ((2 * rel, None if margin is None else 2 * margin, window), rule, (rel / 2, margin, window),
+            (rel / 2, half, window))
 
 
 def rejections(row: dict) -> list[str]:
@@ -69,15 +99,16 @@ def stop_step(history: list[tuple[int, list[float]]], rule: Rule) -> Optional[in
     validations within ``rel`` of its latest value, the margin's within ``abs``) would have stopped a run
     with this history of (step, [norm, margin]); None if it never would."""
     rel_tol, abs_tol, window = rule
-    stopper = StopOnConvergence(MONITOR, rel_tol=rel_tol, window=window, abs_tol={MONITOR[1]: abs_tol})
+    stopper = StopOnConvergence(MONITOR, rel_tol=rel_tol, window=window,
+                                abs_tol={} if abs_tol is None else {MONITOR[1]: abs_tol})
     for end in range(window, len(history) + 1):
         if stopper.settled([values for _, values in history[end - window:end]]):
             return history[end - 1][0]
     return None
 
 
-def rule_sensitivity(sweep_dir: Path, runs: list[str]) -> list[dict]:
-    """For each run with validation curves and each rule in RULES: where the rule would have stopped it,
+def rule_sensitivity(sweep_dir: Path, runs: list[str], rules: tuple[Rule, ...]) -> list[dict]:
+    """For each run with validation curves and each of ``rules``: where the rule would have stopped it,
     and its norm there relative to the norm at the run's own end."""
     out = []
     for run in runs:
@@ -88,7 +119,7 @@ def rule_sensitivity(sweep_dir: Path, runs: list[str]) -> list[dict]:
         steps = sorted(set(curves[MONITOR[0]]) & set(curves[MONITOR[1]]))
         history = [(s, [curves[m][s] for m in MONITOR]) for s in steps]
         final = curves["norm/params"][steps[-1]]
-        for rule in RULES:
+        for rule in rules:
             step = stop_step(history, rule)
             norm = curves["norm/params"][step] if step is not None else math.nan
             out.append({"run": run, "norm_rel_tol": rule[0], "margin_abs_tol": rule[1], "window": rule[2],
@@ -236,10 +267,12 @@ def report(sweep_dir: Path) -> dict:
     figures to TensorBoard."""
     sweep_dir = Path(sweep_dir)
     rows = load(sweep_dir)
-    sensitivity = rule_sensitivity(sweep_dir, [r["run"] for r in rows])
+    rule = sweep_rule(sweep_dir, [r["run"] for r in rows])
+    rules = rules_around(rule)
+    sensitivity = rule_sensitivity(sweep_dir, [r["run"] for r in rows], rules)
     by_rule = {(s["run"], (s["norm_rel_tol"], s["margin_abs_tol"], s["window"])): s for s in sensitivity}
-    for row in rows:  # converged by its own config's rule, or by the report's on its validation curves
-        fired = by_rule.get((row["run"], RULE), {}).get("stop_step") is not None
+    for row in rows:  # converged by its own config's rule, or by that rule on its validation curves
+        fired = by_rule.get((row["run"], rule), {}).get("stop_step") is not None
         row["converged"] = str(row.get("converged")).lower() == "true" or fired
     reasons = {r["run"]: rejections(r) for r in rows}
     kept = [r for r in rows if not reasons[r["run"]]]
@@ -260,10 +293,11 @@ def report(sweep_dir: Path) -> dict:
         writer.writerows(sensitivity)
     kept_runs = {r["run"] for r in kept}
     result["rule_max_norm_change"] = {  # over kept runs: how far each rule's stop is from the run's end
-        f"norm {rule[0]:g}, margin {rule[1]:g}, window {rule[2]}": max(
+        f"norm {r_[0]:g}, margin {'relative' if r_[1] is None else format(r_[1], 'g')}, window {r_[2]}": max(
             (abs(s["norm_rel_to_end"]) for (run, r), s in by_rule.items()
-             if r == rule and s["stop_step"] is not None and run in kept_runs), default=None)
-        for rule in RULES}
+             if r == r_ and s["stop_step"] is not None and run in kept_runs), default=None)
+        for r_ in rules}
+    result["rule"] = {"norm_rel_tol": rule[0], "margin_abs_tol": rule[1], "window": rule[2]}
     spread = defaultdict(list)
     for seed_result in result["per_seed"].values():
         for d, n in seed_result["mem_norm_at_ref"].items():
