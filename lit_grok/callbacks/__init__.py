@@ -13,7 +13,8 @@ from lit_grok.callbacks.members import Members
 from lit_grok.callbacks.plateaus import PlateauDetector
 from lit_grok.callbacks.progress import StepProgressBar
 from lit_grok.callbacks.run_result import RunResult
+from lit_grok.callbacks.slingshot import SlingshotDetector
 
 __all__ = ["CircuitEfficiency", "DatasetSwap", "Diverged", "GrokEvents", "Members", "ModelCheckpoint", "PlateauDetector",
-           "ProgressMeasures", "RunResult", "StepProgressBar", "StopOnConvergence", "StopOnDivergence",
+           "ProgressMeasures", "RunResult", "SlingshotDetector", "StepProgressBar", "StopOnConvergence", "StopOnDivergence",
            "TensorBoardLayout", "TrainingCurves"]

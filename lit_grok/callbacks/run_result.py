@@ -84,6 +84,9 @@ def outcome(record: dict[str, Any], max_steps: int) -> str:
                      f"{record['events/plateau_length']} steps")
     elif "plateaus" in record:
         parts.append("no plateau")
+    if record.get("slingshots"):
+        parts.append(f"{record['slingshots']} slingshot(s), the largest {record['events/slingshot_orders']:.1f} "
+                     f"orders of magnitude at step {record['events/slingshot_step']}")
     return "; ".join(parts)
 
 
