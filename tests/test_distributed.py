@@ -96,7 +96,9 @@ def test_ctrl_c_stops_the_workers_and_leaves_no_ray_process(tmp_path):
     command = [sys.executable, "-m", "lit_grok", "sweep", "--base", BASE, "--name", "ctrl-c", "--save_dir",
                str(tmp_path), "--max_members", "1", "--workers", "2",
                "--grids", '[{"data.init_args.train_size": [40, 60]}]', "--overrides", str(overrides).replace("'", '"')]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    # as from a shell: without the RAY_* variables that Ray put in this process's environment for its own workers
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=clean)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and len(list((tmp_path / "ctrl-c").glob("*/version_0/events.*"))) < 2:
         time.sleep(0.1)
@@ -104,7 +106,7 @@ def test_ctrl_c_stops_the_workers_and_leaves_no_ray_process(tmp_path):
     # no one else gets in: a client of this machine without the sweep's token is refused (ShadowRay)
     outsider = subprocess.run([sys.executable, "-c", "import ray; ray.init(address='auto', logging_level='ERROR')"],
                               capture_output=True, text=True, timeout=120,
-                              env={k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")})
+                              env=clean)
     assert outsider.returncode != 0 and "uthentication" in outsider.stderr, outsider.stderr[-2000:]
     process.send_signal(signal.SIGINT)
     process.wait(timeout=60)
