@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from lit_grok import GrokkingModule, ModularArithmeticDataModule, Transformer, engine
-from lit_grok.runs import quiet_lightning_warnings
+from lit_grok.runs import quiet_lightning
 
 WARMUP = 5
 
@@ -100,7 +100,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=200, help="optimiser steps per run at P=113 (x5 at P=31)")
     parser.add_argument("--rounds", type=int, default=3, help="alternations of the paths (median reported)")
     args = parser.parse_args()
-    quiet_lightning_warnings()
+    quiet_lightning()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}")
     print(f"{'setting':<20}{'lit_grok':>10}{'1 step/batch':>14}{'plain fused':>13}{'plain':>8}{'plain all pos.':>16}"
           f"{'vs fused':>10}{'vs plain':>10}{'vs all pos.':>13}   (steps/s)")

@@ -1,4 +1,5 @@
 import os
+import signal
 import subprocess
 from pathlib import Path
 
@@ -68,3 +69,9 @@ def checkpoint_at(folder, step: int) -> Path:
     found = sorted(Path(folder).glob(f"*step={step}.ckpt"))
     assert len(found) == 1, f"no single checkpoint at step {step} in {folder}: {sorted(Path(folder).iterdir())}"
     return found[0]
+
+
+def default_sigint() -> None:
+    """``preexec_fn`` for a process a test interrupts with SIGINT: pytest-xdist's workers ignore SIGINT, and a
+    child inherits an ignored signal, so Python in it would never raise KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

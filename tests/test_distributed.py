@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from lit_grok.sweep import main, sweep
+from tests.conftest import default_sigint
 
 ray = pytest.importorskip("ray")
 pytestmark = pytest.mark.xdist_group("ray")  # one local Ray instance at a time: these tests count Ray's processes
@@ -98,7 +99,8 @@ def test_ctrl_c_stops_the_workers_and_leaves_no_ray_process(tmp_path):
                "--grids", '[{"data.init_args.train_size": [40, 60]}]', "--overrides", str(overrides).replace("'", '"')]
     # as from a shell: without the RAY_* variables that Ray put in this process's environment for its own workers
     clean = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=clean)
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=clean,
+                               preexec_fn=default_sigint)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and len(list((tmp_path / "ctrl-c").glob("*/version_0/events.*"))) < 2:
         time.sleep(0.1)

@@ -10,6 +10,7 @@ import pytest
 
 from lit_grok.reports.efficiency import d_crit, estimate, norm_at
 from lit_grok.sweep import expand, run_id, sweep
+from tests.conftest import default_sigint
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -253,7 +254,8 @@ def test_an_interrupted_sweep_stops_with_one_line_instead_of_failing_the_run_and
     command = [sys.executable, "-m", "lit_grok", "sweep", "--base", str(ROOT / "configs/cpu/efficiency_base.yaml"),
                "--name", "stop", "--save_dir", str(tmp_path), "--max_members", str(members),
                "--grids", '[{"data.init_args.train_size": [40, 60]}]', "--overrides", json.dumps(overrides)]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=default_sigint)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not list((tmp_path / "stop").glob("*/version_0/events.*")):
         time.sleep(0.1)
