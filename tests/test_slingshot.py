@@ -64,3 +64,19 @@ def test_it_is_a_yaml_switch_and_its_count_reaches_the_runs_result(tiny_args):
     assert detector.min_orders == 3 and detector._low is not None  # it watched the validations
     result = json.loads((Path(cli.trainer.log_dir) / "result.json").read_text())
     assert result["slingshots"] == 0 and result["events/slingshot_step"] == -1
+
+
+def test_the_report_finds_slingshots_in_a_folders_runs_after_the_fact(tmp_path):
+    from torch.utils.tensorboard import SummaryWriter
+
+    from lit_grok.reports import slingshots
+
+    for name, spike in (("calm", 1e-6), ("spiky", 1e-1)):
+        with SummaryWriter(str(tmp_path / "sweep" / name / "version_0")) as writer:
+            for i, (loss, norm) in enumerate([(1e-6, 30.0)] * 4 + [(spike, 27.0), (1e-6, 32.0)] + [(1e-6, 32.0)] * 2):
+                writer.add_scalar("train/loss", loss, 100 * (i + 1) - 1)  # as Lightning logs at step - 1
+                writer.add_scalar("norm/unembed", norm, 100 * (i + 1) - 1)
+    assert slingshots.report(tmp_path / "sweep") == {"runs": 2, "with_slingshots": 1,
+                                                      "csv": str(tmp_path / "sweep" / "slingshots.csv")}
+    rows = {r["run"]: r for r in csv.DictReader((tmp_path / "sweep" / "slingshots.csv").open())}
+    assert rows["spiky"]["steps"] == "500" and rows["calm"]["slingshots"] == "0" and rows["calm"]["last_step"] == "800"
