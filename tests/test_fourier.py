@@ -133,3 +133,24 @@ def test_each_ensemble_member_gets_its_own_progress_measures(tmp_path):
         energies = embedding_spectrum(model.net.member(k).embed.weight.detach()[:11])
         assert metrics["fourier/n_key_freqs"] == len(key_frequencies(energies, 0.9))  # member k's own embedding
         assert "progress/restricted_loss" in metrics and "progress/softmax_collapse" in metrics
+
+
+def test_both_measures_share_one_forward_over_the_table_per_validation(monkeypatch):
+    from functools import partial
+    from types import SimpleNamespace
+
+    from lit_grok import GrokkingModule, ModularArithmeticDataModule, Transformer
+    from lit_grok.callbacks import CircuitEfficiency, ProgressMeasures
+
+    data = ModularArithmeticDataModule("add", 11, train_size=60)
+    module = GrokkingModule(data.vocab_size, data.n_classes, network=partial(Transformer, d_model=16, n_heads=4, d_mlp=32))
+    calls, forward = [], module.forward
+    monkeypatch.setattr(module, "forward", lambda tokens: calls.append(len(tokens)) or forward(tokens))
+    monkeypatch.setattr(module, "log", lambda *args, **kwargs: None)
+    trainer = SimpleNamespace(sanity_checking=False, datamodule=data, global_step=100)
+    for callback in (CircuitEfficiency(), ProgressMeasures()):
+        callback.on_validation_epoch_end(trainer, module)
+    assert calls == [121]  # one forward over the 11^2 pairs for both
+    trainer.global_step = 200  # the next validation: the weights have changed
+    CircuitEfficiency().on_validation_epoch_end(trainer, module)
+    assert calls == [121, 121]

@@ -27,6 +27,7 @@ Definitions (one place; the README repeats them):
 from __future__ import annotations
 
 from collections import defaultdict
+from typing import Any
 
 import pytorch_lightning as pl
 import torch
@@ -105,6 +106,19 @@ def gen_fraction(gen: Tensor, mem: Tensor) -> Tensor:
     return gen.norm() / (gen + mem).norm().clamp(min=1e-30)
 
 
+def table_logits(pl_module: Any, tokens: Tensor, step: int) -> Tensor:
+    """The network's logits on every pair, float32 as trained, computed once per validation: CircuitEfficiency
+    and ProgressMeasures both need them, and a P^2 forward is most of either's cost. Cached on the module
+    (a member's view, for an ensemble member) for the step and table it was computed for."""
+    cached = getattr(pl_module, "_table_logits", None)
+    if cached is not None and cached[0] == step and cached[1] is tokens:
+        return cached[2]
+    with torch.no_grad():
+        logits = pl_module(tokens)  # [N_pairs, C]
+    pl_module._table_logits = (step, tokens, logits)
+    return logits
+
+
 class CircuitEfficiency(pl.Callback):
     """Logs norms, logit scale, efficiency and (for ``add``/``sub``) the C_gen/C_mem split at every validation.
 
@@ -119,8 +133,7 @@ class CircuitEfficiency(pl.Callback):
         net = pl_module.net
         metrics: dict[str, Tensor] = {f"norm/{g}": v for g, v in group_norms(net).items()}
         norm = torch.stack([v for v in metrics.values()]).pow(2).sum().sqrt()
-        with torch.no_grad():
-            logits = pl_module(data.tokens).double()  # [N_pairs, C], every pair
+        logits = table_logits(pl_module, data.tokens, trainer.global_step).double()  # [N_pairs, C], every pair
         splits = {"train": data.train_indices.to(logits.device), "val": data.val_indices.to(logits.device)}
         for split, rows in splits.items():
             if len(rows) == 0:

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from pytorch_lightning.loggers import TensorBoardLogger
 from torch import Tensor
 
-from lit_grok.callbacks.efficiency import centre, mean_by_relation
+from lit_grok.callbacks.efficiency import centre, mean_by_relation, table_logits
 from lit_grok.tasks import OPERATIONS
 
 
@@ -132,8 +132,7 @@ class ProgressMeasures(pl.Callback):
         self.spectrum = energies.tolist()
         metrics = {"fourier/n_key_freqs": torch.tensor(float(len(keys))), "fourier/ipr": ipr(energies)}
         rows = data.train_indices.to(energies.device)
-        with torch.no_grad():
-            logits = pl_module(data.tokens)  # [N_pairs, C], every pair, float32 as trained
+        logits = table_logits(pl_module, data.tokens, trainer.global_step)  # [N_pairs, C], every pair, float32
         a, b = data.tokens[:, 0, None], data.tokens[:, 1, None]
         c = torch.arange(logits.shape[1], device=logits.device)[None, :]
         restricted = cosine_terms(logits, relation_fn(a, b, c, p), keys)
