@@ -120,20 +120,23 @@ def test_grok_time_report_gives_slopes_of_log_steps_and_keeps_capped_runs_apart(
     assert (sweep / "grok_time.png").stat().st_size > 0
 
 
-def test_a_report_on_a_folder_that_is_not_its_sweep_ends_with_one_line(tmp_path):
+def test_a_report_on_a_folder_that_is_not_its_sweep_ends_with_one_line(tmp_path, capsys):
+    import re
+
     from lit_grok.reports import main
     from lit_grok.reports.grok_time import report
 
-    with pytest.raises(SystemExit, match="is not a folder; give the sweep's folder"):
-        main(report, [str(tmp_path / "nope")])
-    with pytest.raises(SystemExit, match=r"summary.csv does not exist: is .* a sweep's folder\?"):
-        main(report, [str(tmp_path)])
+    def refused(argv, pattern):
+        with pytest.raises(SystemExit) as exit:
+            main(report, argv)
+        err = capsys.readouterr().err
+        assert exit.value.code == 2 and len(err.strip().splitlines()) == 1 and re.search(pattern, err), err
+
+    refused([str(tmp_path / "nope")], "is not a folder; give the sweep's folder")
+    refused([str(tmp_path)], r"summary.csv does not exist: is .* a sweep's folder\?")
     (tmp_path / "summary.csv").write_text("run,step\nx,10\n")
-    with pytest.raises(SystemExit, match=r"summary.csv has no column 'data.init_args.train_size', "
-                                         r"which lit_grok.reports.grok_time reads"):
-        main(report, [str(tmp_path)])
-    with pytest.raises(SystemExit, match=r"^usage: python -m lit_grok.reports.grok_time FOLDER"):
-        main(report, [])
+    refused([str(tmp_path)], r"summary.csv has no column 'data.init_args.train_size', which lit_grok.reports.grok_time reads")
+    refused([], r"^usage: python -m lit_grok.reports.grok_time FOLDER")
 
 
 def test_grok_time_curvature_is_zero_for_exponential_growth_and_positive_for_faster():
@@ -252,8 +255,9 @@ def test_status_says_where_each_run_of_a_sweep_stands(tmp_path, capsys):
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split() == ["run", "state", "step", "val/acc", "train/loss", "norm/params", "idle_s"]
     assert lines[2].split()[:5] == ["b", "unfinished", "200", "0.2", "-"]
-    with pytest.raises(SystemExit, match="holds no run folders"):
+    with pytest.raises(SystemExit) as exit:
         status.main([str(tmp_path / "a")])
+    assert exit.value.code == 2 and "holds no run folders" in capsys.readouterr().err
 
 
 def test_status_of_a_sweep_file_lists_the_runs_not_started(tmp_path, capsys):
@@ -271,8 +275,9 @@ def test_status_of_a_sweep_file_lists_the_runs_not_started(tmp_path, capsys):
     assert [line.split()[:3] for line in lines[1:]] == [["train_size=40-seed_everything=0", "done", "-"],
                                                         ["train_size=60-seed_everything=0", "not", "started"]]
     path.write_text("trainer:\n  max_steps: 3\n")
-    with pytest.raises(SystemExit, match="is not a sweep file"):
+    with pytest.raises(SystemExit) as exit:
         status.main([str(path)])
+    assert exit.value.code == 2 and "is not a sweep file" in capsys.readouterr().err
 
 
 def test_d_crit_reads_every_efficiency_estimate(tmp_path):

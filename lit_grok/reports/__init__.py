@@ -7,7 +7,7 @@ import json
 import math
 import sys
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, NoReturn, Optional
 
 
 def read_summary(sweep_dir: Path, numbers: tuple[str, ...] = ()) -> list[dict]:
@@ -34,9 +34,15 @@ def finished_runs(sweep_dir: Path, result: str = "result.json") -> list[str]:
     return runs
 
 
+def refuse(message: str) -> NoReturn:
+    """A bad argument to a report: one line on stderr and exit status 2, as the command line's own errors."""
+    sys.stderr.write(message + "\n")
+    sys.exit(2)
+
+
 def main(report: Callable[[Path], dict], argv: Optional[list[str]] = None) -> None:
-    """``python -m lit_grok.reports.<experiment> SWEEP_DIR``: runs the report and prints its result; a folder
-    that is not a sweep of the report's experiment ends with one line, not a traceback."""
+    """``python -m lit_grok.reports.<experiment> FOLDER``: runs the report and prints its result; a folder
+    that is not one of the report's experiment ends with one line and exit status 2, not a traceback."""
     argv = sys.argv[1:] if argv is None else argv
     module = sys.modules.get(report.__module__)  # run as `python -m`, the report's module is __main__
     name = getattr(getattr(module, "__spec__", None), "name", None) or report.__module__
@@ -44,21 +50,21 @@ def main(report: Callable[[Path], dict], argv: Optional[list[str]] = None) -> No
         print(f"usage: python -m {name} FOLDER\n\n{(module.__doc__ or '').strip()}")
         sys.exit(0)
     if len(argv) != 1:
-        sys.exit(f"usage: python -m {name} FOLDER (a sweep's folder, e.g. logs/grok-time; --help says more)")
+        refuse(f"usage: python -m {name} FOLDER (a sweep's folder, e.g. logs/grok-time; --help says more)")
     sweep_dir = Path(argv[0])
     if not sweep_dir.is_dir():
-        sys.exit(f"error: {sweep_dir} is not a folder; give the sweep's folder (its save_dir/name, e.g. "
-                 f"logs/grok-time).")
+        refuse(f"error: {sweep_dir} is not a folder; give the sweep's folder (its save_dir/name, e.g. "
+               f"logs/grok-time).")
     try:
         result = report(sweep_dir)
     except FileNotFoundError as error:
-        sys.exit(f"error: {error.filename} does not exist: is {sweep_dir} a sweep's folder? A sweep writes "
-                 f"summary.csv after its first run.")
+        refuse(f"error: {error.filename} does not exist: is {sweep_dir} a sweep's folder? A sweep writes "
+               f"summary.csv after its first run.")
     except NotThisExperiment as error:
-        sys.exit(f"error: {error}")
+        refuse(f"error: {error}")
     except KeyError as error:
-        sys.exit(f"error: {sweep_dir}/summary.csv has no column {error}, which {name} reads: is {sweep_dir} a "
-                 f"sweep of that report's experiment?")
+        refuse(f"error: {sweep_dir}/summary.csv has no column {error}, which {name} reads: is {sweep_dir} a "
+               f"sweep of that report's experiment?")
     print(json.dumps(result, indent=1))
 
 

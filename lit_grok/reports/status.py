@@ -18,6 +18,7 @@ from typing import Any, Optional, Sequence
 
 import yaml
 
+from lit_grok.reports import refuse
 from lit_grok.reports.curves import read_curves
 from lit_grok.sweep import RESULT, expand, run_id
 
@@ -72,17 +73,17 @@ def _cell(value: Any) -> str:
 
 def main(argv: list[str]) -> None:
     if len(argv) != 1 or not Path(argv[0]).exists():
-        sys.exit("usage: python -m lit_grok.reports.status SWEEP_DIR_OR_FILE (a sweep's folder, e.g. "
+        refuse("usage: python -m lit_grok.reports.status SWEEP_DIR_OR_FILE (a sweep's folder, e.g. "
                  "logs/grok-time, or its sweep file, e.g. configs/grok_time.yaml)")
     sweep_dir, planned = Path(argv[0]), []
     if sweep_dir.is_file():
         try:
             sweep_dir, planned = sweep_file(sweep_dir)
         except (ValueError, yaml.YAMLError) as error:
-            sys.exit(f"error: {error}")
+            refuse(f"error: {error}")
     rows = status(sweep_dir, planned=planned)
     if not rows:
-        sys.exit(f"error: {sweep_dir} holds no run folders (<run>/version_0).")
+        refuse(f"error: {sweep_dir} holds no run folders (<run>/version_0).")
     columns = list(rows[0])
     table = [columns] + [[_cell(row[c]) for c in columns] for row in rows]
     widths = [max(len(line[i]) for line in table) for i in range(len(columns))]
