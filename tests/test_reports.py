@@ -324,9 +324,13 @@ def test_ratio_report_orders_the_sizes_and_measures_the_rise(tmp_path):
                      ["c", 1600, 30.0, 0.03, 1.0, 12000, "False"]])
     result = ratio.report(tmp_path)
     assert result["monotonic"] and result["orders_of_magnitude"] == pytest.approx(4.0)
-    assert result["not_converged"] == ["c"] and result["negative_mem_logit_at"] == []
+    assert result["not_converged"] == ["c"] and result["mem_logit_not_positive_at"] == []
     rows = list(csv.DictReader((tmp_path / "ratio.csv").open()))
     assert [r["D"] for r in rows] == ["100", "400", "1600"] and float(rows[0]["ratio"]) == pytest.approx(0.1)
+    with open(tmp_path / "summary.csv", "a", newline="") as f:  # every pair: C_mem's logit is 0 by construction
+        csv.writer(f).writerow(["d", 12769, 40.0, -1e-13, "", 4200, "True"])
+    result = ratio.report(tmp_path)
+    assert result["mem_logit_not_positive_at"] == [12769] and result["orders_of_magnitude"] == pytest.approx(4.0)
 
 
 def test_the_efficiency_report_judges_a_sweep_by_its_own_configs_rule(tmp_path):

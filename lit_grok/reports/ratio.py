@@ -1,6 +1,7 @@
 """The circuits' logit ratio against D (paper Fig. 10a, App. A.4): o_t^y / o_m^y, App. B's C_gen logit at the
 answer over the C_mem logit at the training labels, at the end of each run of a sweep whose runs branch from
-one network trained on every pair; that network itself is the point at D = all pairs.
+one network trained on every pair. That network itself is listed at D = all pairs, without a ratio: on every
+pair the C_mem logit at the answers is 0 by construction (App. B's G at r = 0 is the mean of the logits there).
 
     python -m lit_grok.reports.ratio logs/ratio-sweep
 """
@@ -58,10 +59,13 @@ def report(sweep_dir: Path) -> dict:
     ax.set(xscale="log", yscale="log", xlabel="D (training pairs)", ylabel="o_t^y / o_m^y (train)")
     fig.tight_layout()
     save_figure(fig, sweep_dir, "ratio.png", "ratio/gen_over_mem")
-    ratios = [p["ratio"] for p in points]
+    # a ratio needs a positive C_mem logit: on every pair (the full-data network) it is 0 by construction, since
+    # G at the answers (r = 0) is the mean of z over them, so M's mean there vanishes
+    ratios = [p["ratio"] for p in points if p["mem"] > 0]
     result = {"points": len(points), "monotonic": all(b > a for a, b in zip(ratios, ratios[1:])),
-              "orders_of_magnitude": (math.log10(max(ratios) / min(ratios)) if min(ratios) > 0 else None),
-              "negative_mem_logit_at": [p["D"] for p in points if p["mem"] <= 0],
+              "orders_of_magnitude": math.log10(max(ratios) / min(ratios)) if ratios else None,
+              "ratio_range": [min(ratios), max(ratios)] if ratios else None,
+              "mem_logit_not_positive_at": [p["D"] for p in points if p["mem"] <= 0],
               "not_converged": [p["run"] for p in points if not p["converged"]]}
     (sweep_dir / "ratio.json").write_text(json.dumps(result, indent=1))
     return result
