@@ -33,25 +33,35 @@ def full_data_point(init_from: str) -> dict | None:
             "mem": curves[MEM][last], "val/acc": math.nan, "step": last, "converged": True}
 
 
+def _config_init_from(sweep_dir: Path, run: str) -> str | None:
+    """The checkpoint a run started from, from its config.yaml (when the sweep's grid did not set it)."""
+    import yaml
+
+    config = Path(sweep_dir) / run / "version_0" / "config.yaml"
+    if not config.is_file():
+        return None
+    return ((yaml.safe_load(config.read_text()) or {}).get("model", {}).get("init_args") or {}).get("init_from")
+
+
 def report(sweep_dir: Path) -> dict:
     """Writes ratio.csv, ratio.png and ratio.json in the sweep folder."""
     sweep_dir = Path(sweep_dir)
     rows = read_summary(sweep_dir, (GEN, MEM, "data/train_size", "val/acc", "step"))
     points = [{"run": r["run"], "D": int(r["data/train_size"]), "gen": r[GEN], "mem": r[MEM], "val/acc": r["val/acc"],
                "step": int(r["step"]), "converged": r.get("converged") == "True"} for r in rows]
-    sources = {r.get(INIT_FROM) for r in rows} - {None, ""}
+    sources = {r.get(INIT_FROM) or _config_init_from(sweep_dir, r["run"]) for r in rows} - {None, ""}
     if len(sources) == 1:
         full = full_data_point(sources.pop())
         points += [full] if full else []
     points.sort(key=lambda p: p["D"])
     for p in points:
-        p["ratio"] = p["gen"] / p["mem"] if p["mem"] else math.inf
+        p["ratio"] = p["gen"] / p["mem"] if p["mem"] > 0 else math.nan  # undefined without a positive C_mem logit
     with (sweep_dir / "ratio.csv").open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=["D", "gen", "mem", "ratio", "val/acc", "step", "converged", "run"])
         writer.writeheader()
         writer.writerows(points)
     fig, ax = new_figure((6, 4))
-    positive = [p for p in points if p["ratio"] > 0]
+    positive = [p for p in points if p["mem"] > 0]
     ax.plot([p["D"] for p in positive], [p["ratio"] for p in positive], "o-")
     for p in points:
         if not p["converged"]:
