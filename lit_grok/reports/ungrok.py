@@ -35,13 +35,15 @@ def check_ungrokking(sweep_dir: Path, rows: list[dict]) -> None:
 
     if not rows:
         raise NotThisExperiment(f"{sweep_dir}/summary.csv has no runs.")
-    if "events/swap_step" in rows[0] or rows[0].get("model.init_args.init_from"):
+    if "events/swap_step" in rows[0] or any(row.get("model.init_args.init_from") for row in rows):
         return
-    config = Path(sweep_dir) / rows[0]["run"] / "version_0" / "config.yaml"
-    model = (yaml.safe_load(config.read_text()) or {}).get("model", {}) if config.is_file() else {}
-    if not (model.get("init_args") or {}).get("init_from"):
-        raise NotThisExperiment(f"{sweep_dir} is not an ungrokking sweep: its runs neither start from a trained "
-                                f"network (init_from) nor swap their data (DatasetSwap).")
+    configs = [c for c in (Path(sweep_dir) / row["run"] / "version_0" / "config.yaml" for row in rows) if c.is_file()]
+    if configs:  # the first run whose config.yaml is at hand (a record restored from a CSV has none)
+        model = (yaml.safe_load(configs[0].read_text()) or {}).get("model") or {}
+        if (model.get("init_args") or {}).get("init_from"):
+            return
+    raise NotThisExperiment(f"{sweep_dir} is not an ungrokking sweep: its runs neither start from a trained "
+                            f"network (init_from) nor swap their data (DatasetSwap).")
 
 
 def _config_weight_decay(sweep_dir: Path, row: dict) -> float:
