@@ -346,3 +346,17 @@ def test_the_efficiency_report_judges_a_sweep_by_its_own_configs_rule(tmp_path):
     assert rules_around((5e-3, None, 4)) == ((1e-2, None, 4), (5e-3, None, 4), (2.5e-3, None, 4), (2.5e-3, None, 4))
     history = [(100 * i, [30.0, 14.0 + 0.05 * (i % 2)]) for i in range(1, 9)]  # margin wobbles by 0.36 %
     assert stop_step(history, (5e-3, None, 4)) == 400 and stop_step(history, (5e-3, 0.01, 4)) is None
+
+
+def test_curves_of_a_single_runs_folder_are_that_runs(tmp_path):
+    from torch.utils.tensorboard import SummaryWriter
+
+    from lit_grok.reports import curves
+
+    with SummaryWriter(str(tmp_path)) as writer:  # a run's own folder: events directly in it
+        for step in (49, 99):
+            writer.add_scalar("val/acc", step / 100, step)
+            writer.add_scalar("train/acc", 1.0, step)
+    assert curves.report(tmp_path) == {"runs": 1, "csv": str(tmp_path / "curves.csv"), "validations": 2}
+    rows = list(csv.DictReader((tmp_path / "curves.csv").open()))
+    assert [(r["step"], r["val/acc"]) for r in rows] == [("50", "0.49"), ("100", "0.99")]
