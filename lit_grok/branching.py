@@ -113,14 +113,18 @@ class Branched:
             check_task(self.init_task, datamodule, self.init_from)
 
 
-def check_resume(path: str, model: nn.Module, datamodule: Any) -> None:
-    """A checkpoint given to ``--ckpt_path`` must be a readable Lightning checkpoint of this config's network
-    and task: refused in one line (missing, unreadable, not a checkpoint, another shape or task) before
-    Lightning would fail deep inside its restore."""
-    checkpoint = read_checkpoint(path, "ckpt_path")
+def read_training_checkpoint(path: str, option: str) -> dict[str, Any]:
+    """A checkpoint a run can resume from: ``read_checkpoint``'s, with the training state (``global_step``)."""
+    checkpoint = read_checkpoint(path, option)
     if "global_step" not in checkpoint:
-        raise ValueError(f"ckpt_path: {path!r} holds weights but no training state (no global_step); start a new "
+        raise ValueError(f"{option}: {path!r} holds weights but no training state (no global_step); start a new "
                          f"run from it with --model.init_args.init_from instead.")
+    return checkpoint
+
+
+def check_resume(checkpoint: dict[str, Any], path: str, model: nn.Module, datamodule: Any) -> None:
+    """A checkpoint given to ``--ckpt_path`` (as ``read_training_checkpoint`` read it) must hold this config's
+    network and task: refused in one line before Lightning would fail deep inside its restore."""
     check_shapes(model.state_dict(), checkpoint["state_dict"], path, "ckpt_path")
     check_task(task_of(checkpoint), datamodule, path, "ckpt_path")
 

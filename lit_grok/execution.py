@@ -18,7 +18,7 @@ from typing import Any, Iterator
 
 import pytorch_lightning as pl
 
-from lit_grok.branching import read_checkpoint
+from lit_grok.branching import read_training_checkpoint
 from lit_grok.callbacks import Diverged, ModelCheckpoint
 from lit_grok.callbacks.members import Members, per_member
 from lit_grok.callbacks.run_result import summaries
@@ -55,10 +55,7 @@ def checkpoint_step(path: Path) -> int:
     """The optimiser step a Lightning checkpoint was saved at (memory-mapped: its tensors are not read, as
     Lightning reads them again when it resumes). Read without running code: a file dropped into a shared
     sweep folder that holds anything but tensors and plain values is refused in one line."""
-    checkpoint = read_checkpoint(str(path), "resume")
-    if "global_step" not in checkpoint:
-        raise ValueError(f"resume: {str(path)!r} is not a Lightning training checkpoint (no global_step).")
-    return int(checkpoint["global_step"])
+    return int(read_training_checkpoint(str(path), "resume")["global_step"])
 
 
 def _cli(args: list[str], run: bool):

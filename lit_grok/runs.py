@@ -18,7 +18,7 @@ from pytorch_lightning.callbacks.progress import ProgressBar
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from pytorch_lightning.loggers import TensorBoardLogger
 
-from lit_grok.branching import check_resume, read_checkpoint
+from lit_grok.branching import check_resume, read_training_checkpoint
 from lit_grok.callbacks import ModelCheckpoint, StepProgressBar, StopOnDivergence, TensorBoardLayout, TrainingCurves
 from lit_grok.callbacks.members import Members, per_member
 
@@ -188,15 +188,16 @@ class GrokCLI(LightningCLI):
     def _parse_ckpt_path(self) -> None:
         """A missing, truncated or foreign ``--ckpt_path`` ends in one line before Lightning reads its
         hyperparameters (where it would end in a traceback from torch.load)."""
-        if self._ckpt_file():
+        path = self._ckpt_file()
+        if path:
             try:
-                checkpoint = read_checkpoint(self._ckpt_file(), "ckpt_path")
+                self._checkpoint = read_training_checkpoint(path, "ckpt_path")  # checked against the model later
             except ValueError as error:
                 self.parser.error(str(error))
             max_steps = self.config[self.config["subcommand"]].get("trainer", {}).get("max_steps") or -1
-            done = checkpoint.get("global_step", 0)
+            done = self._checkpoint["global_step"]
             if self.config["subcommand"] == "fit" and 0 < max_steps <= done:
-                self.parser.error(f"ckpt_path: {self._ckpt_file()!r} is already at step {done} and "
+                self.parser.error(f"ckpt_path: {path!r} is already at step {done} and "
                                   f"trainer.max_steps is {max_steps}: raise --trainer.max_steps to continue.")
         super()._parse_ckpt_path()
 
@@ -208,7 +209,7 @@ class GrokCLI(LightningCLI):
                 if hasattr(part, "check_data") and self.datamodule is not None:
                     part.check_data(self.datamodule)
             if self._ckpt_file():
-                check_resume(self._ckpt_file(), self.model, self.datamodule)
+                check_resume(self._checkpoint, self._ckpt_file(), self.model, self.datamodule)
         except ValueError as error:
             config = self.config.get(str(self.subcommand), self.config) if self.subcommand else self.config
             sections = {str(config.get(f"{key}.class_path")): key for key in ("model", "data")

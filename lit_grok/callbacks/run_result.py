@@ -5,6 +5,7 @@ starts the other ranks from that process's command line)."""
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 from typing import Any, Optional
@@ -50,7 +51,7 @@ def run_record(trainer: pl.Trainer) -> dict[str, Any]:
     members = next((c for c in trainer.callbacks if hasattr(c, "results") and hasattr(c, "log_dirs")), None)
     if members is not None:
         return {"members": [{**metrics, "step": step, "log_dir": log_dir, **summaries(mine)} for (metrics, step), mine,
-                            log_dir in zip(members.results(trainer), members.callbacks, members.log_dirs or [None] * 99)],
+                            log_dir in zip(members.results(trainer), members.callbacks, members.log_dirs or itertools.repeat(None))],
                 "step": trainer.global_step}
     metrics = {k: float(v) for k, v in sorted(trainer.callback_metrics.items())}
     return {**metrics, "step": trainer.global_step, **summaries(trainer.callbacks)}
