@@ -21,6 +21,21 @@ def read_summary(sweep_dir: Path, numbers: tuple[str, ...] = ()) -> list[dict]:
     return rows
 
 
+def run_config(sweep_dir: Path, run: str) -> Optional[dict]:
+    """A sweep run's config.yaml as a dict; None where the run has none (a record restored from a CSV)."""
+    path = Path(sweep_dir) / run / "version_0" / "config.yaml"
+    if not path.is_file():
+        return None
+    import yaml
+
+    return yaml.safe_load(path.read_text()) or {}
+
+
+def init_from(config: Optional[dict]) -> Optional[str]:
+    """The checkpoint a run's config starts it from (``model.init_args.init_from``), if any."""
+    return (((config or {}).get("model") or {}).get("init_args") or {}).get("init_from")
+
+
 class NotThisExperiment(ValueError):
     """A folder a report cannot report on (no finished runs, or another experiment's): its one-line reason."""
 

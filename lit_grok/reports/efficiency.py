@@ -35,7 +35,7 @@ from typing import Optional
 import matplotlib
 
 from lit_grok.callbacks import StopOnConvergence
-from lit_grok.reports import main, new_figure, read_summary, save_figure
+from lit_grok.reports import main, new_figure, read_summary, run_config, save_figure
 from lit_grok.reports.curves import read_curves
 
 GEN_FRACTION = 0.95  # the paper's criterion for a C_gen-only network
@@ -57,13 +57,11 @@ def sweep_rule(sweep_dir: Path, runs: list[str]) -> Rule:
     """The convergence rule the sweep's runs were configured with (their StopOnConvergence watching MONITOR,
     from the first run's config.yaml), so that a sweep of any cadence (P=31's, P=113's) is judged by its own
     rule; ``RULE`` when no run's config says."""
-    import yaml
-
     for run in runs:
-        config = Path(sweep_dir) / run / "version_0" / "config.yaml"
-        if not config.is_file():
+        config = run_config(sweep_dir, run)
+        if config is None:
             continue
-        callbacks = ((yaml.safe_load(config.read_text()) or {}).get("trainer") or {}).get("callbacks") or []
+        callbacks = (config.get("trainer") or {}).get("callbacks") or []
         for callback in callbacks:
             args = callback.get("init_args") or {} if isinstance(callback, dict) else {}
             if str(callback.get("class_path", "")).endswith("StopOnConvergence") and set(MONITOR) <= set(

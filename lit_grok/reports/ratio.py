@@ -13,7 +13,7 @@ import json
 import math
 from pathlib import Path
 
-from lit_grok.reports import new_figure, read_summary, save_figure
+from lit_grok.reports import init_from, new_figure, read_summary, run_config, save_figure
 from lit_grok.reports.curves import read_curves
 
 GEN, MEM = "circuits/gen_logit", "circuits/mem_logit_train"
@@ -33,23 +33,13 @@ def full_data_point(init_from: str) -> dict | None:
             "mem": curves[MEM][last], "val/acc": math.nan, "step": last, "converged": True}
 
 
-def _config_init_from(sweep_dir: Path, run: str) -> str | None:
-    """The checkpoint a run started from, from its config.yaml (when the sweep's grid did not set it)."""
-    import yaml
-
-    config = Path(sweep_dir) / run / "version_0" / "config.yaml"
-    if not config.is_file():
-        return None
-    return ((yaml.safe_load(config.read_text()) or {}).get("model", {}).get("init_args") or {}).get("init_from")
-
-
 def report(sweep_dir: Path) -> dict:
     """Writes ratio.csv, ratio.png and ratio.json in the sweep folder."""
     sweep_dir = Path(sweep_dir)
     rows = read_summary(sweep_dir, (GEN, MEM, "data/train_size", "val/acc", "step"))
     points = [{"run": r["run"], "D": int(r["data/train_size"]), "gen": r[GEN], "mem": r[MEM], "val/acc": r["val/acc"],
                "step": int(r["step"]), "converged": r.get("converged") == "True"} for r in rows]
-    sources = {r.get(INIT_FROM) or _config_init_from(sweep_dir, r["run"]) for r in rows} - {None, ""}
+    sources = {r.get(INIT_FROM) or init_from(run_config(sweep_dir, r["run"])) for r in rows} - {None, ""}
     if len(sources) == 1:
         full = full_data_point(sources.pop())
         points += [full] if full else []

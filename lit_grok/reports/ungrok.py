@@ -11,7 +11,7 @@ from collections import defaultdict
 from pathlib import Path
 from statistics import mean
 
-from lit_grok.reports import NotThisExperiment, main, new_figure, read_summary, save_figure
+from lit_grok.reports import NotThisExperiment, init_from, main, new_figure, read_summary, run_config, save_figure
 
 TAG = "ungrok/final_val_acc"  # the figure's TensorBoard tag
 
@@ -31,30 +31,23 @@ def load(sweep_dir: Path) -> list[dict]:
 def check_ungrokking(sweep_dir: Path, rows: list[dict]) -> None:
     """An ungrokking sweep's runs start from a trained network (init_from) or swap their data (DatasetSwap);
     another experiment's sweep is refused in one line rather than reported as ungrokking."""
-    import yaml
-
     if not rows:
         raise NotThisExperiment(f"{sweep_dir}/summary.csv has no runs.")
     if "events/swap_step" in rows[0] or any(row.get("model.init_args.init_from") for row in rows):
         return
-    configs = [c for c in (Path(sweep_dir) / row["run"] / "version_0" / "config.yaml" for row in rows) if c.is_file()]
-    if configs:  # the first run whose config.yaml is at hand (a record restored from a CSV has none)
-        model = (yaml.safe_load(configs[0].read_text()) or {}).get("model") or {}
-        if (model.get("init_args") or {}).get("init_from"):
-            return
+    # the first run whose config.yaml is at hand (a record restored from a CSV has none)
+    if init_from(next((c for c in (run_config(sweep_dir, row["run"]) for row in rows) if c is not None), None)):
+        return
     raise NotThisExperiment(f"{sweep_dir} is not an ungrokking sweep: its runs neither start from a trained "
                             f"network (init_from) nor swap their data (DatasetSwap).")
 
 
 def _config_weight_decay(sweep_dir: Path, row: dict) -> float:
     """The weight decay a run was configured with, read from its config.yaml."""
-    import yaml
-
-    config = Path(sweep_dir) / row["run"] / "version_0" / "config.yaml"
-    if not config.is_file():
+    config = run_config(sweep_dir, row["run"])
+    if config is None:
         return math.nan
-
-    return float(yaml.safe_load(config.read_text())["model"]["init_args"]["optimizer"]["init_args"]["weight_decay"])
+    return float(config["model"]["init_args"]["optimizer"]["init_args"]["weight_decay"])
 
 
 # grid keys that are not a line of their own: D' (the x axis) and the seeds (points on a line)
