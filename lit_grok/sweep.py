@@ -118,13 +118,17 @@ def _record(records: list[dict[str, Any]], progress: Progress) -> None:
         progress.line(f"{record['run']}: {status}" + (f" (ensemble of {entry['together']})" if entry["together"] else ""))
 
 
-def group_cost(base: str, overrides: dict[str, Any], group: Group) -> float:
+def group_config(base: str, overrides: dict[str, Any], group: Group) -> dict[str, Any]:
+    """The parsed config of a group's first run (what its runs share: trainer, network, task)."""
+    return parse_config(run_args(base, {**overrides, **group[0][1]}, group[0][2]))
+
+
+def group_cost(config: dict[str, Any], runs: int) -> float:
     """A group's expected cost, for scheduling the longest first: steps x training pairs x runs."""
-    config = parse_config(run_args(base, {**overrides, **group[0][1]}, group[0][2]))
     data = (config.get("data") or {}).get("init_args") or {}
     size = data.get("train_size") or (data.get("train_fraction") or 1.0) * (data.get("modulus") or 100) ** 2
     steps = (config.get("trainer") or {}).get("max_steps") or 1
-    return float(max(steps, 1) * size * len(group))
+    return float(max(steps, 1) * size * runs)
 
 
 class ReportFailed(RuntimeError):
@@ -166,18 +170,26 @@ def _pretrain_plan(pretrain: dict[str, Any], runs: list[dict[str, Any]]) -> list
 
 
 def _train(base: str, overrides: dict[str, Any], groups: list[Group], progress: Progress, sweep_dir: Path,
-           workers: int, address: Optional[str]) -> None:
+           workers: int, address: Optional[str], runs_per_gpu: int = 1) -> None:
     """Trains the groups here (one after another) or on Ray, recording each run as its group finishes."""
     if workers == 1 and address is None:
         for group in groups:
             _record(run_group(base, overrides, group), progress)
             write_summary(sweep_dir)
         return
-    from lit_grok.distributed import run_on_ray  # Ray is an optional extra
+    from lit_grok.distributed import device_count, run_on_ray  # Ray is an optional extra
 
-    costs = [group_cost(base, overrides, group) for group in groups]
-    calls = [(base, overrides, g) for g in groups]
-    for records in run_on_ray(run_group, calls, costs, workers, address, lost=lost_records):
+    configs = [group_config(base, overrides, group) for group in groups]
+    trainers = [config.get("trainer") or {} for config in configs]
+    calls = []
+    for group, trainer in zip(groups, trainers):
+        devices = trainer.get("devices", "auto")
+        # a group sees only the GPUs Ray gave it, numbered from 0: devices named by index become a count
+        named = isinstance(devices, (list, tuple)) or "," in str(devices)
+        calls.append((base, {**overrides, "trainer.devices": device_count(devices)} if named else overrides, group))
+    costs = [group_cost(config, len(group)) for config, group in zip(configs, groups)]
+    for records in run_on_ray(run_group, calls, costs, workers, address, lost=lost_records, trainers=trainers,
+                              runs_per_gpu=runs_per_gpu):
         _record(records, progress)
         write_summary(sweep_dir)  # by the driver alone, as each group's results arrive
 
@@ -196,13 +208,13 @@ def _pending(sweep_dir: Path, runs: list[dict[str, Any]], progress: Progress) ->
 
 
 def _pretrained(sweep_dir: Path, pretrain: dict[str, Any], plan: list[dict[str, Any]], workers: int,
-                address: Optional[str]) -> dict[str, str]:
+                address: Optional[str], runs_per_gpu: int) -> dict[str, str]:
     """Trains the pre-trainings that have not finished; returns run id -> its last.ckpt, for init_from."""
     folder = sweep_dir / PRETRAIN_DIR
     progress = Progress(len(plan))
     pending = _pending(folder, plan, progress)
     _train(pretrain["base"], pretrain.get("overrides") or {}, [[run] for run in pending], progress, folder, workers,
-           address)
+           address, runs_per_gpu)
     failed = failed_runs(write_summary(folder))
     if failed:
         raise ValueError(f"pre-training {', '.join(failed)} failed (its error is in {folder}/summary.csv); the "
@@ -214,7 +226,7 @@ def _pretrained(sweep_dir: Path, pretrain: dict[str, Any], plan: list[dict[str, 
 def sweep(base: Optional[str] = None, name: Optional[str] = None, grids: Optional[list[dict[str, list[Any]]]] = None,
           overrides: Optional[dict[str, Any]] = None,
           save_dir: str = "logs", report: Optional[str] = None, max_members: int = 16, workers: int = 1,
-          address: Optional[str] = None, pretrain: Optional[dict[str, Any]] = None) -> Path:
+          address: Optional[str] = None, pretrain: Optional[dict[str, Any]] = None, runs_per_gpu: int = 1) -> Path:
     """Runs every combination of ``grids`` (a list of {config key: [values]}) on top of ``base``.
 
     Args:
@@ -233,6 +245,8 @@ def sweep(base: Optional[str] = None, name: Optional[str] = None, grids: Optiona
         pretrain: ``{base: CONFIG, keys: [config keys], overrides: {...}}``: before the runs, train ``base``
             (with ``overrides``, if given) once per distinct value of ``keys`` among them, with those keys set,
             and start each run from its pre-trained network (``model.init_args.init_from``, its ``last.ckpt``).
+        runs_per_gpu: on Ray, how many one-GPU groups share a GPU (each asks for 1 / runs_per_gpu of one); a
+            run at this model size uses a few percent of a GPU.
     """
     if not base or not name:
         raise ValueError("a sweep needs base (the config every run starts from) and name (its folder).")
@@ -244,6 +258,11 @@ def sweep(base: Optional[str] = None, name: Optional[str] = None, grids: Optiona
         raise ValueError(f"max_members must be >= 1, got {max_members}.")
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}.")
+    if runs_per_gpu < 1:
+        raise ValueError(f"runs_per_gpu must be >= 1, got {runs_per_gpu}.")
+    if runs_per_gpu > 1 and workers == 1 and address is None:
+        raise ValueError(f"runs_per_gpu {runs_per_gpu} shares GPUs among runs trained at once: it needs --workers "
+                         f"above 1 (or --address), else the runs train one after another.")
     overrides = overrides or {}
     sweep_dir = Path(save_dir) / name
     runs = expand(grids)
@@ -254,11 +273,11 @@ def sweep(base: Optional[str] = None, name: Optional[str] = None, grids: Optiona
     progress = Progress(len(runs))
     pending = _pending(sweep_dir, runs, progress)
     if pretrain and pending:
-        checkpoints = _pretrained(sweep_dir, pretrain, plan, workers, address)
+        checkpoints = _pretrained(sweep_dir, pretrain, plan, workers, address, runs_per_gpu)
         pending = [(i, {**params, INIT_FROM: checkpoints[run_id({k: params[k] for k in pretrain["keys"]})]}, log_dir)
                    for i, params, log_dir in pending]
     groups = _groups(base, overrides, pending, max_members)
-    _train(base, overrides, groups, progress, sweep_dir, workers, address)
+    _train(base, overrides, groups, progress, sweep_dir, workers, address, runs_per_gpu)
     summary = write_summary(sweep_dir)
     before = _files(sweep_dir)
     if report:
