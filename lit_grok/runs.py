@@ -39,13 +39,18 @@ TRAINER_DEFAULTS: dict[str, Any] = {
 LIGHTNING_LOGGERS = ("pytorch_lightning", "lightning_fabric", "lightning.pytorch", "lightning.fabric")
 
 
+VERBOSE = "LIT_GROK_VERBOSE"  # the command line's choice, for the processes it starts (a local Ray's workers)
+
+
 def quiet_lightning(verbose: Optional[bool] = None) -> None:
     """lit_grok's own lines and Lightning's warnings; Lightning's info (hardware lines, "Seed set to", tips,
-    "`Trainer.fit` stopped") only with ``verbose``. None keeps the choice the command line made (a sweep's
-    runs in this process), and is quiet where none was made (a Ray worker)."""
+    "`Trainer.fit` stopped") only with ``verbose``. None keeps the choice the command line made (in this
+    process, or in the sweep that started this Ray worker), and is quiet where none was made."""
     quiet_lightning_warnings()
     if verbose is None:
-        verbose = logging.getLogger(LIGHTNING_LOGGERS[0]).level == logging.INFO
+        verbose = os.environ.get(VERBOSE) == "1"
+    else:
+        os.environ[VERBOSE] = "1" if verbose else "0"
     for name in LIGHTNING_LOGGERS:
         logging.getLogger(name).setLevel(logging.INFO if verbose else logging.WARNING)
     if not verbose:  # a resumed run writes into its own folder on purpose

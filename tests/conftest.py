@@ -46,6 +46,7 @@ def _hermetic(monkeypatch, tmp_path):
     torch.set_num_threads(threads)
     torch.use_deterministic_algorithms(False)
     os.environ.pop("PL_GLOBAL_SEED", None)
+    os.environ.pop("LIT_GROK_VERBOSE", None)  # a test's --verbose does not make the next one verbose
 
 
 @pytest.fixture
