@@ -16,7 +16,7 @@ from lit_grok.sweep import main, sweep
 from tests.conftest import default_sigint
 
 ray = pytest.importorskip("ray")
-pytestmark = pytest.mark.xdist_group("ray")  # one local Ray instance at a time: these tests count Ray's processes
+pytestmark = pytest.mark.xdist_group("ray")  # the tests below share one Ray cluster: one pytest worker runs them
 ROOT = Path(__file__).resolve().parents[1]
 BASE = str(ROOT / "configs/cpu/efficiency_base.yaml")
 TINY = {"data.init_args.modulus": 11, "trainer.max_steps": 60, "trainer.check_val_every_n_epoch": 10,
@@ -29,13 +29,48 @@ def rows(summary: Path) -> dict[str, dict[str, str]]:
     return {row["run"]: row for row in csv.DictReader(summary.open())}
 
 
-def _ray_processes() -> list[str]:
-    out = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout.splitlines()
-    return [line for line in out if line.startswith(("ray::", "raylet", "/tmp/ray")) or "gcs_server" in line
-            or "ray/_private" in line or "default_worker.py" in line]
+@pytest.fixture(scope="module")
+def cluster():
+    """One Ray cluster of two one-CPU nodes for the sweeps of this module, joined by this process: a sweep
+    finds Ray running and uses it (starting and stopping a local instance is tested by the Ctrl-C test).
+    Starting Ray and its workers' imports cost ~15 s a sweep here; shared, they are paid once."""
+    from ray.cluster_utils import Cluster
+
+    nodes = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    nodes.add_node(num_cpus=1)
+    ray.init(address=nodes.address, logging_level="ERROR", log_to_driver=False)  # xdist talks over stdio
+    yield nodes
+    ray.shutdown()
+    nodes.shutdown()
 
 
-def test_two_workers_give_the_sequential_results_and_record_a_failed_run(tmp_path):
+def _descendants(pid: int) -> dict[int, str]:
+    """The processes started by ``pid`` and by their children (a sweep's Ray: GCS, raylet, workers)."""
+    children: dict[int, list[tuple[int, str]]] = {}
+    for line in subprocess.run(["ps", "-ww", "-eo", "pid=,ppid=,args="], capture_output=True, text=True).stdout.splitlines():
+        child, parent, args = (line.split(None, 2) + [""])[:3]
+        children.setdefault(int(parent), []).append((int(child), args))
+    found, todo = {}, [pid]
+    while todo:
+        for child, args in children.get(todo.pop(), []):
+            found[child] = args
+            todo.append(child)
+    return found
+
+
+def _alive(pids) -> list[int]:
+    alive = []
+    for pid in pids:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != "Z":
+            alive.append(pid)
+    return alive
+
+
+def test_two_workers_give_the_sequential_results_and_record_a_failed_run(tmp_path, cluster):
     grids = [{"data.init_args.train_size": [40, 60, 80]},
              {"data.init_args.train_size": [50], "model.init_args.network.init_args.n_heads": [3]}]  # 16 % 3: fails
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // 2))  # as each of two workers: the same arithmetic
@@ -50,7 +85,6 @@ def test_two_workers_give_the_sequential_results_and_record_a_failed_run(tmp_pat
         if run != bad:
             for column in COLUMNS:
                 assert float(two[run][column]) == float(one[run][column])
-    assert not _ray_processes()  # Ray started on demand and stopped with the sweep
     # a rerun skips what finished and trains the failed run again (and records it failed again)
     with pytest.raises(SystemExit, match=r"1 run\(s\) failed \(train_size=50-n_heads=3\)"):
         main(["--base", BASE, "--name", "one", "--save_dir", str(tmp_path), "--max_members", "1",
@@ -58,7 +92,7 @@ def test_two_workers_give_the_sequential_results_and_record_a_failed_run(tmp_pat
               '"model.init_args.network.init_args.n_heads": [3]}]', "--overrides", str(TINY).replace("'", '"')])
 
 
-def test_a_killed_worker_is_retried_and_its_run_resumes_from_its_checkpoint(tmp_path):
+def test_a_killed_worker_is_retried_and_its_run_resumes_from_its_checkpoint(tmp_path, cluster):
     settings = {**TINY, "trainer.max_steps": 600, "trainer.enable_checkpointing": True, "trainer.callbacks": '[{"class_path": '
                 '"lit_grok.callbacks.ModelCheckpoint", "init_args": {"every_n_train_steps": 50, "save_last": true}}]'}
     grids = [{"data.init_args.train_size": [60]}]
@@ -71,7 +105,7 @@ def test_a_killed_worker_is_retried_and_its_run_resumes_from_its_checkpoint(tmp_
             time.sleep(0.02)
         for line in subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout.splitlines():
             pid, _, args = line.strip().partition(" ")
-            if args.startswith("ray::_run_with_threads"):
+            if args.startswith("ray::_run_in_worker"):
                 os.kill(int(pid), signal.SIGKILL)
                 killed.append(pid)
 
@@ -101,36 +135,46 @@ def test_ctrl_c_stops_the_workers_and_leaves_no_ray_process(tmp_path):
     clean = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=clean,
                                preexec_fn=default_sigint)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and len(list((tmp_path / "ctrl-c").glob("*/version_0/events.*"))) < 2:
-        time.sleep(0.1)
-    assert len(list((tmp_path / "ctrl-c").glob("*/version_0/events.*"))) == 2, "both workers should have started"
-    # no one else gets in: a client of this machine without the sweep's token is refused (ShadowRay)
-    outsider = subprocess.run([sys.executable, "-c", "import ray; ray.init(address='auto', logging_level='ERROR')"],
-                              capture_output=True, text=True, timeout=120,
-                              env=clean)
-    assert outsider.returncode != 0 and "uthentication" in outsider.stderr, outsider.stderr[-2000:]
-    process.send_signal(signal.SIGINT)
-    process.wait(timeout=60)
-    time.sleep(2)
-    assert not _ray_processes()
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and len(list((tmp_path / "ctrl-c").glob("*/version_0/events.*"))) < 2:
+            time.sleep(0.1)
+        assert len(list((tmp_path / "ctrl-c").glob("*/version_0/events.*"))) == 2, "both workers should have started"
+        started = _descendants(process.pid)  # the sweep's own Ray instance: its GCS, raylet and workers
+        gcs = next((arg for args in started.values() for arg in args.split() if arg.startswith("--gcs-address=")), None)
+        assert gcs, started
+        assert sum("_run_in_worker" in args for args in started.values()) == 2
+        # no one else gets in: a client of this machine without the sweep's token is refused (ShadowRay); it
+        # tries once (Ray's own default is to retry for 20 s)
+        outsider = subprocess.run([sys.executable, "-c", "import ray; ray.init(address=%r, logging_level='ERROR')"
+                                   % gcs.split("=", 1)[1]], capture_output=True, text=True, timeout=120,
+                                  env={**clean, "RAY_gcs_server_port_wait_time_s": "1"})
+        assert outsider.returncode != 0 and "uthentication" in outsider.stderr, outsider.stderr[-2000:]
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=60)
+    finally:  # a failed assertion leaves no sweep training on
+        if process.poll() is None:
+            for pid in [*_descendants(process.pid), process.pid]:
+                os.kill(pid, signal.SIGKILL)
+            process.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and _alive(started):
+        time.sleep(0.2)
+    assert not {pid: started[pid] for pid in _alive(started)}  # every process Ray started is gone
     assert not (tmp_path / "ctrl-c" / "summary.csv").exists() or not list(csv.DictReader((tmp_path / "ctrl-c" / "summary.csv").open()))
 
 
-def test_a_sweep_runs_on_a_ray_cluster_of_two_nodes(tmp_path):
-    from ray.cluster_utils import Cluster
-
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
-    cluster.add_node(num_cpus=1)
-    try:
-        grids = [{"data.init_args.train_size": [40, 60]}]
-        summary = rows(sweep(BASE, "cluster", grids, TINY, save_dir=str(tmp_path), max_members=1, workers=2,
-                             address=cluster.address))
-        assert sorted(summary) == ["train_size=40", "train_size=60"]
-        assert all(row["step"] == "60" for row in summary.values())
-        assert all((tmp_path / "cluster" / run / "version_0" / "result.json").exists() for run in summary)
-    finally:
-        cluster.shutdown()
+def test_a_sweep_runs_on_a_ray_cluster_of_two_nodes(tmp_path, cluster):
+    grids = [{"data.init_args.train_size": [40, 60]}]
+    summary = rows(sweep(BASE, "cluster", grids, TINY, save_dir=str(tmp_path), max_members=1, workers=2,
+                         address=cluster.address))
+    assert sorted(summary) == ["train_size=40", "train_size=60"]
+    assert all(row["step"] == "60" for row in summary.values())
+    assert all((tmp_path / "cluster" / run / "version_0" / "result.json").exists() for run in summary)
+    # a config that trains on GPUs is refused in one line on this cluster, which has none
+    with pytest.raises(ValueError, match="train on GPUs .* but this Ray cluster has none"):
+        sweep(BASE, "gpus", grids, {**TINY, "trainer.accelerator": "gpu"}, save_dir=str(tmp_path), max_members=1,
+              workers=2, address=cluster.address)
 
 
 def test_without_ray_more_than_one_worker_says_how_to_install_it(tmp_path, monkeypatch, capsys):
@@ -141,7 +185,7 @@ def test_without_ray_more_than_one_worker_says_how_to_install_it(tmp_path, monke
     assert exit.value.code == 2 and 'need Ray: pip install -e ".[ray]"' in capsys.readouterr().err
 
 
-def test_ensemble_groups_on_two_workers_equal_the_sequential_ones(tmp_path, capsys):
+def test_ensemble_groups_on_two_workers_equal_the_sequential_ones(tmp_path, capsys, cluster):
     grids = [{"data.init_args.train_size": [40, 60, 80, 90], "data.init_args.random_labels": [True]}]
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // 2))
     one = rows(sweep(BASE, "one", grids, TINY, save_dir=str(tmp_path), max_members=2))

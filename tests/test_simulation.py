@@ -47,23 +47,25 @@ def test_initial_loss_is_log_q():
 
 def test_steady_state_matches_the_allocation_theorem():
     # Theorem D.4 with q = 2: w_G / w_M -> (P_M / P_G)^(q kappa / (q - kappa)) = 2^3 = 8. The steady state does
-    # not depend on the learning rate, so a larger one gets there in fewer steps.
-    sim = CircuitSimulation(optimizer=partial(torch.optim.SGD, lr=0.05), steps_per_batch=1000)
-    trainer = pl.Trainer(max_steps=30_000, max_epochs=-1, logger=False, enable_checkpointing=False,
+    # not depend on the learning rate, so a larger one gets there in fewer steps (lr 0.05 needs 30,000 for the
+    # same 12 digits that lr 0.3 reaches in 6000).
+    sim = CircuitSimulation(optimizer=partial(torch.optim.SGD, lr=0.3), steps_per_batch=1000)
+    trainer = pl.Trainer(max_steps=6000, max_epochs=-1, logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False)
     trainer.fit(sim, SimulationData())
     w_gen, w_mem = (w.detach() for w in sim.weights())
-    assert float(w_gen / w_mem) == pytest.approx(2 ** (2 * 1.2 / (2 - 1.2)), rel=0.02)
+    assert float(w_gen / w_mem) == pytest.approx(2 ** (2 * 1.2 / (2 - 1.2)), rel=1e-10)
 
 
 def test_grok_config_memorises_then_groks(tmp_path):
-    curves = run(tmp_path, "grok.yaml")
+    # the shipped config's 20,000 steps cut to 14,000: it has generalised (test loss < 0.1) by step 13,200
+    curves = run(tmp_path, "grok.yaml", "--trainer.max_steps=14000")
     memorised = first(curves["sim/train_loss"], lambda v: v < 0.1)
     grokked = first(curves["sim/test_acc"], lambda v: v == 1.0)
     assert memorised is not None and memorised <= 1000
     assert curves["sim/test_acc"][memorised] == 0.0  # memorised, not generalised
     assert grokked is not None and grokked >= 5 * memorised  # the delay
-    assert curves["sim/test_loss"][20_000] < 0.1 and curves["sim/w_gen"][20_000] > curves["sim/w_mem"][20_000]
+    assert curves["sim/test_loss"][14_000] < 0.1 and curves["sim/w_gen"][14_000] > curves["sim/w_mem"][14_000]
 
 
 def test_inefficient_gen_never_generalises(tmp_path):
@@ -73,7 +75,7 @@ def test_inefficient_gen_never_generalises(tmp_path):
 
 
 def test_equal_speed_generalises_without_delay(tmp_path):
-    curves = run(tmp_path, "equal_speed.yaml")
+    curves = run(tmp_path, "equal_speed.yaml", "--trainer.max_steps=5000")  # of 20,000: what it shows happens by 5000
     assert first(curves["sim/test_acc"], lambda v: v == 1.0) == 100  # the first logged step
     assert first(curves["sim/test_loss"], lambda v: v < 0.1) <= 5000
 
