@@ -96,6 +96,8 @@ class StepEngine:
             optimizer.zero_grad()
             self.manual_backward(self.training_loss(batch))  # type: ignore[attr-defined]
             optimizer.step()
+            if hasattr(self, "after_optimizer_step"):  # a constraint on the parameters (lit_grok.optim)
+                self.after_optimizer_step(optimizer.optimizer)
             if scheduler is not None:
                 scheduler.step()
         set_logging_step(trainer)

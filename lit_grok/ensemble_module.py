@@ -215,6 +215,8 @@ class EnsembleModule(branching.Branched, StepEngine, FilteredGradients, pl.Light
                 raise ValueError(f"ensembles are built from GrokkingModules, got {type(m).__name__}.")
             if m.warmup_steps:
                 raise ValueError("ensembles do not support warmup_steps yet.")
+            if m.norm_constraint is not None:
+                raise ValueError("ensembles do not support norm_constraint yet (a norm per member).")
             if m.init_optimizer:
                 raise ValueError("ensemble members start with a fresh optimiser; init_optimizer needs single runs.")
             if m.hparams.get("loss_function", "cross_entropy") != "cross_entropy":

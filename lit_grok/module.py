@@ -18,7 +18,8 @@ from lit_grok.data import Batch
 from lit_grok.engine import StepEngine
 from lit_grok.losses import LOSSES
 from lit_grok.model import Transformer
-from lit_grok.optim import FilteredGradients, GradientFilter, describe_filters, fused_where_possible
+from lit_grok.optim import (ConstrainedNorm, FilteredGradients, FixedNorm, GradientFilter, describe_filters,
+                            fused_where_possible)
 
 NetworkCallable = Callable[[int, int], nn.Module]  # (vocab_size, n_classes) -> network
 SPLITS = ("val", "train")  # evaluation dataloader 0 is the held-out set, 1 the whole training set
@@ -70,7 +71,7 @@ def check_optimizer(optimizer: torch.optim.Optimizer) -> None:
             raise ValueError(f"lr must be > 0, got {lr}.")
 
 
-class GrokkingModule(branching.Branched, StepEngine, FilteredGradients, pl.LightningModule):
+class GrokkingModule(branching.Branched, StepEngine, ConstrainedNorm, FilteredGradients, pl.LightningModule):
     """Trains a network on (a, b, =) -> answer with full-batch AdamW, and measures train/val loss and accuracy.
     Full-batch runs take many optimiser steps per Lightning batch (``lit_grok.engine``).
 
@@ -93,6 +94,8 @@ class GrokkingModule(branching.Branched, StepEngine, FilteredGradients, pl.Light
             softmax collapse); it is also the ``train/loss`` and ``val/loss`` measured.
         grad_filters: gradient filters applied in order before every optimiser step
             (``lit_grok.optim``: ``GrokfastEMA``, ``GrokfastMA``, ``OrthogonalGradient``).
+        norm_constraint: ``lit_grok.optim.FixedNorm``: the parameters' global norm held fixed after every
+            optimiser step (Omnigrok); usually with ``weight_decay: 0``.
     """
 
     def __init__(
@@ -107,6 +110,7 @@ class GrokkingModule(branching.Branched, StepEngine, FilteredGradients, pl.Light
         init_optimizer: bool = False,
         loss_function: Literal["cross_entropy", "stablemax"] = "cross_entropy",
         grad_filters: Optional[list[GradientFilter]] = None,
+        norm_constraint: Optional[FixedNorm] = None,
     ) -> None:
         super().__init__()
         self.automatic_optimization = False  # the step engine's optimiser steps
@@ -138,6 +142,9 @@ class GrokkingModule(branching.Branched, StepEngine, FilteredGradients, pl.Light
         self.loss_function = LOSSES[loss_function]
         self.grad_filters = build_filters(grad_filters or [])
         self.hparams.update(grad_filters=describe_filters(self.grad_filters))
+        self.norm_constraint = build_filters([norm_constraint])[0] if norm_constraint is not None else None
+        if self.norm_constraint is not None:
+            self.hparams.update(norm_constraint=describe_filters([self.norm_constraint])[0])
         self.eval_metrics = nn.ModuleDict(
             {f"{split}_{stat}": MeanMetric() for split in SPLITS for stat in ("loss", "acc")}
         )

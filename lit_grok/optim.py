@@ -3,6 +3,9 @@
 (``model.init_args.grad_filters``), in the order listed: Grokfast's slow-gradient amplifiers (Lee et al.
 2024) and the orthogonal gradient of Prieto et al. 2025 (with AdamW: their orthogonal AdamW).
 
+After the step, ``FixedNorm`` (``model.init_args.norm_constraint``) can hold the parameters' global L2 norm
+fixed (Omnigrok, Liu et al. 2022): the efficiency explanation's test without weight decay.
+
 Each filter keeps its state (Grokfast's running average) in the run's checkpoints, so a resumed run
 continues exactly. Grokfast acts element by element, so in an ensemble (parameters stacked [K, ...]) each
 member has its own filter, as in its single run.
@@ -10,7 +13,7 @@ member has its own filter, as in its single run.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 import torch
 from torch import Tensor
@@ -181,3 +184,70 @@ class FilteredGradients:
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         for gradient_filter, state in zip(self.grad_filters, checkpoint.get("grad_filters", [])):
             gradient_filter.load_state_dict(state)
+
+
+class FixedNorm:
+    """Omnigrok's constrained norm (Liu et al. 2022): after every optimiser step all parameters are rescaled
+    together so that their global L2 norm is ``norm``, or ``scale`` times the norm they had when training
+    started (taken at the first step and kept in checkpoints, so a resumed run holds the same norm).
+
+    At a fixed norm, the circuit that gives larger logits per unit of norm wins without weight decay: the
+    paper's efficiency argument with the norm budget imposed rather than paid for."""
+
+    def __init__(self, norm: Optional[float] = None, scale: float = 1.0) -> None:
+        if norm is not None and not norm > 0:
+            raise ValueError(f"norm_constraint: norm must be > 0, got {norm}.")
+        if not scale > 0:
+            raise ValueError(f"norm_constraint: scale must be > 0, got {scale}.")
+        self.norm, self.scale = norm, scale
+        self.target: Optional[float] = norm
+
+    def settings(self) -> dict[str, Any]:
+        return {"norm": self.norm, "scale": self.scale}
+
+    @staticmethod
+    def _norm(params: Sequence[Tensor]) -> Tensor:
+        return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.detach()) for p in params]))
+
+    def start(self, params: Sequence[Tensor]) -> None:
+        """Takes ``scale`` times the parameters' norm as the target, unless it has one (given, or resumed)."""
+        if self.target is None:
+            self.target = float(self._norm(params)) * self.scale
+
+    @torch.no_grad()
+    def __call__(self, params: Sequence[Tensor]) -> None:
+        self.start(params)
+        torch._foreach_mul_(list(params), self.target / self._norm(params))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"target": self.target}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.target = state_dict["target"]
+
+
+class ConstrainedNorm:
+    """LightningModule hooks for a module's ``norm_constraint`` (a ``FixedNorm`` or None): its target taken
+    before the first optimiser step, applied after every step (``after_optimizer_step``, called by the step
+    engine) and kept in checkpoints."""
+
+    norm_constraint: Optional[FixedNorm]
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        if self.norm_constraint is not None:  # the norm before the first step, for a target of scale x it
+            self.norm_constraint.start([p for group in optimizer.param_groups for p in group["params"]])
+        super().on_before_optimizer_step(optimizer)  # type: ignore[misc]
+
+    def after_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        if self.norm_constraint is not None:
+            self.norm_constraint([p for group in optimizer.param_groups for p in group["params"]])
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)  # type: ignore[misc]
+        if self.norm_constraint is not None:
+            checkpoint["norm_constraint"] = self.norm_constraint.state_dict()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)  # type: ignore[misc]
+        if self.norm_constraint is not None and "norm_constraint" in checkpoint:
+            self.norm_constraint.load_state_dict(checkpoint["norm_constraint"])

@@ -8,7 +8,7 @@ import torch
 
 from lit_grok import GrokkingModule, ModularArithmeticDataModule, Transformer
 from lit_grok.losses import stablemax, stablemax_cross_entropy
-from lit_grok.optim import GrokfastEMA, GrokfastMA, OrthogonalGradient
+from lit_grok.optim import FixedNorm, GrokfastEMA, GrokfastMA, OrthogonalGradient
 from tests.conftest import checkpoint_at
 
 NET = partial(Transformer, d_model=16, n_heads=2, d_mlp=32)
@@ -88,6 +88,39 @@ def test_filtered_runs_change_the_trajectory_and_resume_exactly(tmp_path, filter
     assert any(not torch.equal(a, b) for a, b in zip(plain.parameters(), full.parameters()))
     for a, b in zip(full.parameters(), resumed.parameters()):  # the filter's state came back with the checkpoint
         assert torch.equal(a, b)
+
+
+def test_fixed_norm_rescales_every_parameter_together_to_its_target():
+    a, b = _param([3.0, 0.0], [0.0, 0.0]), _param([[0.0, 4.0]], [[0.0, 0.0]])
+    FixedNorm(norm=10.0)([a, b])  # norm 5 -> 10: every entry doubled, shapes kept
+    assert a.tolist() == [6.0, 0.0] and b.tolist() == [[0.0, 8.0]]
+    first = FixedNorm(scale=0.5)  # the target: half the norm at the first step, then held
+    first([a, b])
+    assert first.target == 5.0 and a.tolist() == [3.0, 0.0] and b.tolist() == [[0.0, 4.0]]
+    a.data.mul_(3.0)
+    first([a, b])
+    assert float(torch.cat([a.flatten(), b.flatten()]).norm()) == pytest.approx(5.0, rel=1e-12)
+    for bad, message in (({"norm": 0.0}, "norm must be > 0"), ({"scale": -1.0}, "scale must be > 0")):
+        with pytest.raises(ValueError, match=message):
+            FixedNorm(**bad)
+
+
+def test_a_fixed_norm_run_holds_its_norm_and_resumes_exactly(tmp_path):
+    from lit_grok.module import parameter_norm
+
+    opt = partial(torch.optim.AdamW, lr=1e-2, weight_decay=0.0)
+    start = _fit(tmp_path / "start", 0, optimizer=opt)
+    full = _fit(tmp_path / "full", 10, optimizer=opt, norm_constraint=FixedNorm(scale=2.0))
+    assert full.norm_constraint.target == pytest.approx(2.0 * float(parameter_norm(start)), rel=1e-6)
+    assert float(parameter_norm(full)) == pytest.approx(full.norm_constraint.target, rel=1e-5)
+    resumed = _fit(tmp_path / "resumed", 10, ckpt_path=checkpoint_at(tmp_path / "full", 5), optimizer=opt,
+                   norm_constraint=FixedNorm(scale=2.0))  # its target comes from the checkpoint, not step 5
+    for a, b in zip(full.parameters(), resumed.parameters()):
+        assert torch.equal(a, b)
+    with pytest.raises(ValueError, match="ensembles do not support norm_constraint"):
+        from lit_grok.ensemble_module import EnsembleModule
+
+        EnsembleModule.from_modules([full, resumed])
 
 
 def test_a_stablemax_run_trains_and_measures_its_own_loss(tmp_path):
