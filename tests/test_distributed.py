@@ -14,7 +14,6 @@ import pytest
 import torch
 
 from lit_grok.sweep import main, sweep
-from tests.conftest import default_sigint
 
 ray = pytest.importorskip("ray")
 pytestmark = pytest.mark.xdist_group("ray")  # the tests below share one Ray cluster: one pytest worker runs them
@@ -33,7 +32,7 @@ def rows(summary: Path) -> dict[str, dict[str, str]]:
 @pytest.fixture(scope="module")
 def cluster():
     """One Ray cluster of two one-CPU nodes for the sweeps of this module, joined by this process: a sweep
-    finds Ray running and uses it (starting and stopping a local instance is tested by the Ctrl-C test).
+    finds Ray running and uses it (a sweep's own local instance is tested in tests/test_ray_local.py).
     Starting Ray and its workers' imports cost ~15 s a sweep here; shared, they are paid once."""
     from ray.cluster_utils import Cluster
 
@@ -43,32 +42,6 @@ def cluster():
     yield nodes
     ray.shutdown()
     nodes.shutdown()
-
-
-def _descendants(pid: int) -> dict[int, str]:
-    """The processes started by ``pid`` and by their children (a sweep's Ray: GCS, raylet, workers)."""
-    children: dict[int, list[tuple[int, str]]] = {}
-    for line in subprocess.run(["ps", "-ww", "-eo", "pid=,ppid=,args="], capture_output=True, text=True).stdout.splitlines():
-        child, parent, args = (line.split(None, 2) + [""])[:3]
-        children.setdefault(int(parent), []).append((int(child), args))
-    found, todo = {}, [pid]
-    while todo:
-        for child, args in children.get(todo.pop(), []):
-            found[child] = args
-            todo.append(child)
-    return found
-
-
-def _alive(pids) -> list[int]:
-    alive = []
-    for pid in pids:
-        try:
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if state != "Z":
-            alive.append(pid)
-    return alive
 
 
 def test_two_workers_give_the_sequential_results_for_ensembles_and_record_a_failed_run(tmp_path, cluster, capsys):
@@ -127,44 +100,6 @@ def test_a_killed_worker_is_retried_and_its_run_resumes_from_its_checkpoint(tmp_
     assert 50 <= step < 600 and step % 50 == 0 and "resumed_from_step" not in alone["train_size=60"]
     for column in COLUMNS:  # the killed run resumed exactly
         assert float(run[column]) == float(alone["train_size=60"][column])
-
-
-def test_ctrl_c_stops_the_workers_and_leaves_no_ray_process(tmp_path):
-    overrides = {**TINY, "trainer.max_steps": 100000}
-    command = [sys.executable, "-m", "lit_grok", "sweep", "--base", BASE, "--name", "ctrl-c", "--save_dir",
-               str(tmp_path), "--max_members", "1", "--workers", "2",
-               "--grids", '[{"data.init_args.train_size": [40, 60]}]', "--overrides", str(overrides).replace("'", '"')]
-    # as from a shell: without the RAY_* variables that Ray put in this process's environment for its own workers
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=clean,
-                               preexec_fn=default_sigint)
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and len(list((tmp_path / "ctrl-c").glob("*/version_0/events.*"))) < 2:
-            time.sleep(0.1)
-        assert len(list((tmp_path / "ctrl-c").glob("*/version_0/events.*"))) == 2, "both workers should have started"
-        started = _descendants(process.pid)  # the sweep's own Ray instance: its GCS, raylet and workers
-        gcs = next((arg for args in started.values() for arg in args.split() if arg.startswith("--gcs-address=")), None)
-        assert gcs, started
-        assert sum("_run_in_worker" in args for args in started.values()) == 2
-        # no one else gets in: a client of this machine without the sweep's token is refused (ShadowRay); it
-        # tries once (Ray's own default is to retry for 20 s)
-        outsider = subprocess.run([sys.executable, "-c", "import ray; ray.init(address=%r, logging_level='ERROR')"
-                                   % gcs.split("=", 1)[1]], capture_output=True, text=True, timeout=120,
-                                  env={**clean, "RAY_gcs_server_port_wait_time_s": "1"})
-        assert outsider.returncode != 0 and "uthentication" in outsider.stderr, outsider.stderr[-2000:]
-        process.send_signal(signal.SIGINT)
-        process.wait(timeout=60)
-    finally:  # a failed assertion leaves no sweep training on
-        if process.poll() is None:
-            for pid in [*_descendants(process.pid), process.pid]:
-                os.kill(pid, signal.SIGKILL)
-            process.wait()
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and _alive(started):
-        time.sleep(0.2)
-    assert not {pid: started[pid] for pid in _alive(started)}  # every process Ray started is gone
-    assert not (tmp_path / "ctrl-c" / "summary.csv").exists() or not list(csv.DictReader((tmp_path / "ctrl-c" / "summary.csv").open()))
 
 
 def test_a_sweep_runs_on_a_ray_cluster_of_two_nodes(tmp_path, cluster):
