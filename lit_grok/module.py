@@ -19,7 +19,7 @@ from lit_grok.engine import StepEngine
 from lit_grok.losses import LOSSES
 from lit_grok.model import Transformer
 from lit_grok.optim import (ConstrainedNorm, FilteredGradients, FixedNorm, GradientFilter, describe_filters,
-                            fused_where_possible)
+                            fused_where_possible, global_norm)
 
 NetworkCallable = Callable[[int, int], nn.Module]  # (vocab_size, n_classes) -> network
 SPLITS = ("val", "train")  # evaluation dataloader 0 is the held-out set, 1 the whole training set
@@ -59,8 +59,8 @@ def build_filters(filters: Sequence[Any]) -> list[GradientFilter]:
 
 
 def parameter_norm(module: nn.Module) -> Tensor:
-    """Global L2 norm of all parameters: sqrt of the sum of every squared entry."""
-    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p) for p in module.parameters()]))
+    """Global L2 norm of all of a module's parameters (``lit_grok.optim.global_norm``)."""
+    return global_norm(module.parameters())
 
 
 def check_optimizer(optimizer: torch.optim.Optimizer) -> None:

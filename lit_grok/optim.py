@@ -13,7 +13,7 @@ member has its own filter, as in its single run.
 
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence
+from typing import Any, Iterable, Optional, Sequence
 
 import torch
 from torch import Tensor
@@ -34,6 +34,16 @@ def fused_where_possible(optimizer: torch.optim.Optimizer) -> torch.optim.Optimi
         return type(optimizer)([{**g, "fused": True} for g in groups])
     except (RuntimeError, ValueError):  # a device or dtype torch does not fuse for: keep torch's choice
         return optimizer
+
+
+def global_norm(params: Iterable[Tensor]) -> Tensor:
+    """Global L2 norm of ``params``: sqrt of the sum of every squared entry (no gradient through it)."""
+    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.detach()) for p in params]))
+
+
+def optimized_params(optimizer: torch.optim.Optimizer) -> list[Tensor]:
+    """The optimiser's parameters in their order (the module's, without walking the module tree)."""
+    return [p for group in optimizer.param_groups for p in group["params"]]
 
 
 class GradientFilter:
@@ -172,8 +182,7 @@ class FilteredGradients:
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         if not self.grad_filters:
             return
-        # the optimiser's list: the module's parameters in their order, without walking the module tree
-        params = [p for group in optimizer.param_groups for p in group["params"]]
+        params = optimized_params(optimizer)
         for gradient_filter in self.grad_filters:
             gradient_filter(params)
 
@@ -205,19 +214,15 @@ class FixedNorm:
     def settings(self) -> dict[str, Any]:
         return {"norm": self.norm, "scale": self.scale}
 
-    @staticmethod
-    def _norm(params: Sequence[Tensor]) -> Tensor:
-        return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.detach()) for p in params]))
-
     def start(self, params: Sequence[Tensor]) -> None:
         """Takes ``scale`` times the parameters' norm as the target, unless it has one (given, or resumed)."""
         if self.target is None:
-            self.target = float(self._norm(params)) * self.scale
+            self.target = float(global_norm(params)) * self.scale
 
     @torch.no_grad()
     def __call__(self, params: Sequence[Tensor]) -> None:
         self.start(params)
-        torch._foreach_mul_(list(params), self.target / self._norm(params))
+        torch._foreach_mul_(list(params), self.target / global_norm(params))
 
     def state_dict(self) -> dict[str, Any]:
         return {"target": self.target}
@@ -234,13 +239,13 @@ class ConstrainedNorm:
     norm_constraint: Optional[FixedNorm]
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
-        if self.norm_constraint is not None:  # the norm before the first step, for a target of scale x it
-            self.norm_constraint.start([p for group in optimizer.param_groups for p in group["params"]])
+        if self.norm_constraint is not None and self.norm_constraint.target is None:  # the norm before the first step
+            self.norm_constraint.start(optimized_params(optimizer))
         super().on_before_optimizer_step(optimizer)  # type: ignore[misc]
 
     def after_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         if self.norm_constraint is not None:
-            self.norm_constraint([p for group in optimizer.param_groups for p in group["params"]])
+            self.norm_constraint(optimized_params(optimizer))
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_save_checkpoint(checkpoint)  # type: ignore[misc]
