@@ -69,26 +69,29 @@ def test_swap_can_keep_the_original_validation_set(tmp_path):
 
 
 class ValAcc(pl.Callback):
-    """Records (step, val/acc) at every validation."""
+    """Records (step, val/acc) at every validation; with ``swap``, stops the run two validations after it."""
 
-    def __init__(self) -> None:
-        self.seen = []
+    def __init__(self, swap=None) -> None:
+        self.seen, self.swap = [], swap
 
     def on_validation_end(self, trainer, pl_module) -> None:
         if not trainer.sanity_checking and "val/acc" in trainer.callback_metrics:
             self.seen.append((trainer.global_step, float(trainer.callback_metrics["val/acc"])))
+            swapped = [s for s, _ in self.seen if self.swap and self.swap.swap_step is not None and s > self.swap.swap_step]
+            trainer.should_stop = trainer.should_stop or len(swapped) >= 2
 
 
 def test_swap_once_grokked(tiny_args):
     cli = main([*tiny_args, "--trainer.max_steps=1500", "--trainer.check_val_every_n_epoch=25"], run=False)
-    sizes, swap, watch = BatchSizes(), DatasetSwap(new_fraction=0.5, after_grokked=2), ValAcc()
+    sizes, swap = BatchSizes(), DatasetSwap(new_fraction=0.5, after_grokked=2)
+    watch = ValAcc(swap)  # the run ends two validations after the swap: nothing later is asserted
     cli.trainer.callbacks.extend([sizes, swap, watch])
     cli.trainer.fit(cli.model, cli.datamodule)
     # the swap comes at the second validation in a row with val/acc >= 0.99, and not before
     streaks = [s for (s, a), (_, prev) in zip(watch.seen[1:], watch.seen) if a >= 0.99 and prev >= 0.99]
     assert swap.swap_step == streaks[0] and 0 < swap.swap_step < 1500
     changes = [i for i in range(1, len(sizes.sizes)) if sizes.sizes[i] != sizes.sizes[i - 1]]
-    assert changes == [swap.swap_step] and sizes.sizes[-1] == 185
+    assert changes == [swap.swap_step] and sizes.sizes[-1] == 185 and len(sizes.sizes) == swap.swap_step + 50
 
 
 @pytest.mark.parametrize("resume_step", [3, 9], ids=["before-swap", "after-swap"])
