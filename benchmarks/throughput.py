@@ -1,16 +1,21 @@
 """Steps/s of lit_grok's Trainer path against plain PyTorch loops of the same model, alternated in one run.
 
-Rows: the paper's model at P=113 (D=3830) and a width-64 model at P=31 (D=300), full batch, AdamW, float64
+Rows: the paper's model at P=113 (D=3830), a width-64 model at P=31 (D=300), and a width-8 model at P=7
+(D=30) whose step is so small that what remains is the framework's cost per step; full batch, AdamW, float64
 loss, evaluation off in every path (it is every 100 steps in real runs). Columns:
 
-- ``lit_grok``: the Trainer with the step engine (many optimiser steps per Lightning batch, fused AdamW);
+- ``lit_grok``: the Trainer with the step engine (many optimiser steps per Lightning batch, each step
+  direct: ``engine.direct_steps``, fused AdamW);
+- ``dispatched``: the same with each step through Lightning's ``manual_backward`` and optimiser wrapper (what
+  a run with a per-step callback hook, DDP or mixed precision takes);
 - ``1 step/batch``: the same with one optimiser step per Lightning batch (Lightning's cost on every step);
 - ``plain fused``: a raw eager loop of the same network (last position only) with the same fused AdamW as
   lit_grok's: the like-for-like comparison, what the framework itself costs or saves;
 - ``plain``: the same loop with torch's default AdamW (unfused foreach on CPU), as most people write it;
 - ``plain all pos.``: the straightforward loop, every position computed, default AdamW.
 
-Steady state only: the first WARMUP steps of each run are not timed.
+Steady state only: the first WARMUP steps of each run are not timed. The last column is lit_grok's cost per
+step over the plain fused loop, in microseconds (negative: faster).
 
     python benchmarks/throughput.py                 # CPU
     python benchmarks/throughput.py --rounds 5 --steps 400
@@ -69,6 +74,11 @@ def lit_grok_steps_per_s(data: ModularArithmeticDataModule, steps: int, accelera
     return (steps - WARMUP) / clock.seconds
 
 
+def dispatched_steps_per_s(data: ModularArithmeticDataModule, steps: int, **net: int) -> float:
+    with mock.patch.object(engine, "direct_steps", lambda *args: False):
+        return lit_grok_steps_per_s(data, steps, **net)
+
+
 def one_step_per_batch_steps_per_s(data: ModularArithmeticDataModule, steps: int, **net: int) -> float:
     with mock.patch.object(engine, "MAX_STEPS_PER_BATCH", 1):
         return lit_grok_steps_per_s(data, steps, **net)
@@ -97,27 +107,33 @@ def plain_steps_per_s(data: ModularArithmeticDataModule, steps: int, all_positio
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=200, help="optimiser steps per run at P=113 (x5 at P=31)")
+    parser.add_argument("--steps", type=int, default=200,
+                        help="optimiser steps per run at P=113 (x5 at P=31, x15 at P=7)")
     parser.add_argument("--rounds", type=int, default=3, help="alternations of the paths (median reported)")
     args = parser.parse_args()
     quiet_lightning()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}")
-    print(f"{'setting':<20}{'lit_grok':>10}{'1 step/batch':>14}{'plain fused':>13}{'plain':>8}{'plain all pos.':>16}"
-          f"{'vs fused':>10}{'vs plain':>10}{'vs all pos.':>13}   (steps/s)")
-    width64 = dict(d_model=64, n_heads=4, d_mlp=256)
-    for modulus, train_size, net, steps in ((31, 300, width64, args.steps * 5), (113, 3830, {}, args.steps)):
+    print(f"{'setting':<20}{'lit_grok':>10}{'dispatched':>12}{'1 step/batch':>14}{'plain fused':>13}{'plain':>8}"
+          f"{'plain all pos.':>16}{'vs fused':>10}{'vs plain':>10}{'vs all pos.':>13}{'cost/step':>11}   (steps/s)")
+    width64, width8 = dict(d_model=64, n_heads=4, d_mlp=256), dict(d_model=8, n_heads=2, d_mlp=16)
+    settings = ((7, 30, width8, args.steps * 15), (31, 300, width64, args.steps * 5), (113, 3830, {}, args.steps))
+    for modulus, train_size, net, steps in settings:
         data = ModularArithmeticDataModule("add", modulus, train_size=train_size)
-        runs: dict[str, list[float]] = {"ours": [], "one": [], "fused": [], "plain": [], "all": []}
+        paths = {"ours": lambda: lit_grok_steps_per_s(data, steps, **net),
+                 "dispatched": lambda: dispatched_steps_per_s(data, steps, **net),
+                 "one": lambda: one_step_per_batch_steps_per_s(data, steps, **net),
+                 "fused": lambda: plain_steps_per_s(data, steps, False, fused=True, **net),
+                 "plain": lambda: plain_steps_per_s(data, steps, False, **net),
+                 "all": lambda: plain_steps_per_s(data, steps, True, **net)}
+        runs: dict[str, list[float]] = {name: [] for name in paths}
         for _ in range(args.rounds):
-            runs["ours"].append(lit_grok_steps_per_s(data, steps, **net))
-            runs["one"].append(one_step_per_batch_steps_per_s(data, steps, **net))
-            runs["fused"].append(plain_steps_per_s(data, steps, False, fused=True, **net))
-            runs["plain"].append(plain_steps_per_s(data, steps, False, **net))
-            runs["all"].append(plain_steps_per_s(data, steps, True, **net))
-        ours, one, fused, plain, every = (statistics.median(runs[k]) for k in ("ours", "one", "fused", "plain", "all"))
+            for name, path in paths.items():
+                runs[name].append(path())
+        ours, dispatched, one, fused, plain, every = (statistics.median(runs[k]) for k in paths)
         setting = f"P={modulus} D={train_size}" + (f" d={net['d_model']}" if net else "")
-        print(f"{setting:<20}{ours:>10.1f}{one:>14.1f}{fused:>13.1f}{plain:>8.1f}{every:>16.1f}{ours / fused:>9.2f}x"
-              f"{ours / plain:>9.2f}x{ours / every:>12.2f}x", flush=True)
+        print(f"{setting:<20}{ours:>10.1f}{dispatched:>12.1f}{one:>14.1f}{fused:>13.1f}{plain:>8.1f}{every:>16.1f}"
+              f"{ours / fused:>9.2f}x{ours / plain:>9.2f}x{ours / every:>12.2f}x{1e6 / ours - 1e6 / fused:>9.0f}us",
+              flush=True)
 
 
 if __name__ == "__main__":

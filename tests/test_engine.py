@@ -26,7 +26,7 @@ class Batches(pl.Callback):
         self.validations.append(trainer.global_step)
 
 
-def fit(tmp_path, steps_per_batch, max_steps=30, ckpt_path=None):
+def fit(tmp_path, steps_per_batch, max_steps=30, ckpt_path=None, extra=()):
     """P=11, D=80, a validation every 7 steps, a swap to 50 pairs at step 12, a save every 10 steps, a
     warm-up and a Grokfast filter: every step-keyed event inside one short run."""
     torch.manual_seed(0)
@@ -34,7 +34,7 @@ def fit(tmp_path, steps_per_batch, max_steps=30, ckpt_path=None):
     model = GrokkingModule(data.vocab_size, data.n_classes, warmup_steps=5, grad_filters=[GrokfastEMA()])
     batches = Batches()
     callbacks = [batches, DatasetSwap(new_size=50, at_step=12),
-                 ModelCheckpoint(dirpath=tmp_path / "checkpoints", every_n_train_steps=10, save_top_k=-1)]
+                 ModelCheckpoint(dirpath=tmp_path / "checkpoints", every_n_train_steps=10, save_top_k=-1), *extra]
     trainer = pl.Trainer(max_steps=max_steps, max_epochs=-1, check_val_every_n_epoch=7, num_sanity_val_steps=0,
                          logger=CSVLogger(tmp_path, name="", version=""), enable_progress_bar=False,
                          enable_model_summary=False, callbacks=callbacks)
@@ -71,6 +71,34 @@ def test_many_steps_per_batch_are_bit_identical_to_one_and_keep_every_step_keyed
         a, b = (torch.load(tmp_path / run / "checkpoints" / name, weights_only=False) for run in ("one", "many"))
         assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
         assert a["global_step"] == b["global_step"]
+
+
+class AfterBackward(pl.Callback):
+    """A per-step hook: the engine must take Lightning's path, so that it is called at every step."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def on_after_backward(self, trainer, pl_module) -> None:
+        self.calls += 1
+
+
+def test_direct_steps_are_bit_identical_to_lightnings_and_give_way_to_per_step_hooks(tmp_path):
+    trainer, direct, _ = fit(tmp_path / "direct", None)  # with a Grokfast filter: the module's hook runs in both
+    hook = AfterBackward()
+    _, dispatched, _ = fit(tmp_path / "dispatched", None, extra=[hook])
+    assert direct._direct and not dispatched._direct and hook.calls == 30
+    for p, q in zip(direct.parameters(), dispatched.parameters()):
+        assert torch.equal(p, q)
+    assert trainer.global_step == 30 and trainer.fit_loop.epoch_loop.manual_optimization.optim_step_progress.total.ready == 30
+
+
+@pytest.mark.parametrize("settings", [dict(precision="bf16-mixed"), dict(strategy="ddp", devices=2), dict(profiler="simple"),
+                                      dict(callbacks=[AfterBackward()])], ids=["mixed", "ddp", "profiler", "hook"])
+def test_anything_that_watches_or_changes_a_step_takes_lightnings_path(settings):
+    model = GrokkingModule(13, 11)
+    assert engine.direct_steps(pl.Trainer(accelerator="cpu", logger=False), model)
+    assert not engine.direct_steps(pl.Trainer(**{"accelerator": "cpu", "logger": False, **settings}), model)
 
 
 @pytest.mark.parametrize("resume_step", [10, 20], ids=["before-swap", "after-swap"])
