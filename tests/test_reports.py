@@ -245,16 +245,22 @@ def test_status_says_where_each_run_of_a_sweep_stands(tmp_path, capsys):
     os.utime(retried / "result.json", (time.time() - 30, time.time() - 30))
     with SummaryWriter(str(retried)) as writer:
         writer.add_scalar("val/acc", 0.5, 99)
+    pretrain = tmp_path / "pretrain" / "operation=add" / "version_0"  # on every pair: no val/acc
+    with SummaryWriter(str(pretrain)) as writer:
+        writer.add_scalar("train/loss", 0.5, 99)
+        writer.add_scalar("norm/params", 30.0, 99)
     rows = status.status(tmp_path, now=time.time() + 60)
     assert [(r["run"], r["state"], r["step"]) for r in rows] == [
-        ("a", "done", 300), ("b", "unfinished", 200), ("c", "failed", 300), ("d", "diverged", 300),
-        ("e", "unfinished", 100)]
+        ("pretrain/operation=add", "unfinished", 100), ("a", "done", 300), ("b", "unfinished", 200), ("c", "failed", 300),
+        ("d", "diverged", 300), ("e", "unfinished", 100)]
+    assert rows[0]["train/loss"] == 0.5 and rows[0]["val/acc"] is None
+    rows = rows[1:]
     assert rows[1]["val/acc"] == pytest.approx(0.2) and rows[1]["train/loss"] is None
     assert all(60 <= r["idle_s"] < 120 for r in rows)
     status.main([str(tmp_path)])
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split() == ["run", "state", "step", "val/acc", "train/loss", "norm/params", "idle_s"]
-    assert lines[2].split()[:5] == ["b", "unfinished", "200", "0.2", "-"]
+    assert lines[3].split()[:5] == ["b", "unfinished", "200", "0.2", "-"]
     with pytest.raises(SystemExit) as exit:
         status.main([str(tmp_path / "a")])
     assert exit.value.code == 2 and "holds no run folders" in capsys.readouterr().err

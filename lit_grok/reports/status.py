@@ -1,6 +1,7 @@
 """Where every run of a sweep stands, finished or not: one line per run folder with its state (done, failed,
 diverged, or unfinished: running now or interrupted), its last validated step and metrics, and how long ago
-it last wrote, read from result.json and TensorBoard. Given the sweep file instead of its folder, it also
+it last wrote, read from result.json and TensorBoard. A sweep's pre-trainings are listed first, as
+``pretrain/<run>``. Given the sweep file instead of its folder, it also
 lists the grid's runs that have not started. For checking on a long sweep without opening TensorBoard; it
 writes nothing.
 
@@ -20,7 +21,7 @@ import yaml
 
 from lit_grok.reports import refuse
 from lit_grok.reports.curves import read_curves
-from lit_grok.sweep import RESULT, expand, run_id
+from lit_grok.sweep import PRETRAIN_DIR, RESULT, expand, run_id
 
 TAGS = ("val/acc", "train/loss", "norm/params")
 
@@ -36,19 +37,22 @@ def state(result: Optional[dict[str, Any]], written_since: bool = False) -> str:
 
 
 def status(sweep_dir: Path, now: Optional[float] = None, planned: Sequence[str] = ()) -> list[dict[str, Any]]:
-    """One row per run folder (``<sweep_dir>/<run>/version_0``): run, state, step (the last validation's),
-    the TAGS there, and seconds since the run last wrote a file; then one row, "not started", per run named
-    in ``planned`` that has no folder."""
+    """One row per run folder (``<sweep_dir>/pretrain/<run>/version_0``, then ``<sweep_dir>/<run>/version_0``):
+    run, state, step (the last validation's: the last step any of TAGS was logged at, so that a pre-training
+    on every pair, without val/acc, has one), the TAGS there, and seconds since the run last wrote a file;
+    then one row, "not started", per run named in ``planned`` that has no folder."""
     now = time.time() if now is None else now
     rows = []
-    for run_dir in sorted(Path(sweep_dir).glob("*/version_0")):
+    sweep_dir = Path(sweep_dir)
+    for run_dir in sorted(sweep_dir.glob(f"{PRETRAIN_DIR}/*/version_0")) + sorted(sweep_dir.glob("*/version_0")):
         path = run_dir / RESULT
         result = json.loads(path.read_text()) if path.is_file() else None
         curves = read_curves(run_dir, TAGS)
-        last = max(curves["val/acc"]) if curves.get("val/acc") else None
+        last = max((max(curves[tag]) for tag in TAGS if curves.get(tag)), default=None)
         written = max((p.stat().st_mtime for p in run_dir.rglob("*") if p.is_file() and p != path), default=None)
         retried = result is not None and written is not None and written > path.stat().st_mtime
-        rows.append({"run": run_dir.parent.name, "state": state(result, retried), "step": last,
+        name = str(run_dir.parent.relative_to(sweep_dir))
+        rows.append({"run": name, "state": state(result, retried), "step": last,
                      **{tag: curves.get(tag, {}).get(last) for tag in TAGS},
                      "idle_s": None if written is None else round(now - written)})
     started = {row["run"] for row in rows}
