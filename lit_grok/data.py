@@ -52,7 +52,7 @@ def check_size(operation: str, n_elements: int, n_pairs: int, batch_size: Option
     (every pair of the largest split at once: float32 logits over n_elements classes) exceed ``available``."""
     if available is None:
         return
-    table = n_pairs * 6 * 8  # pairs (2) and tokens (3) and answers (1), int64
+    table = n_pairs * 7 * 8  # pairs (2) and tokens (up to 4) and answers (1), int64
     logits = min(batch_size or n_pairs, n_pairs) * n_elements * 4
     if table + logits > available:
         raise ValueError(f"{operation} with {n_elements} elements has {n_pairs:,} pairs: the pair table needs "
@@ -112,6 +112,8 @@ class ModularArithmeticDataModule(pl.LightningDataModule):
         data_seed: seeds the split and the random labels, independently of the model seed.
         batch_size: None for full batch (the paper's setting: an epoch is one optimiser step); an int for seeded minibatches.
         random_labels: give every pair a fixed, uniformly random answer (memorisation-only networks).
+        op_token: write each pair as 4 tokens ``a op b =`` (Power et al. 2022's format, used by Grokfast's
+            code; ``op`` is token ``n_elements + 1``) instead of the paper's 3, ``a b =``.
     """
 
     def __init__(
@@ -123,12 +125,13 @@ class ModularArithmeticDataModule(pl.LightningDataModule):
         data_seed: int = 0,
         batch_size: Optional[int] = None,
         random_labels: bool = False,
+        op_token: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
         op = check_task(operation, modulus)
         self.operation, self.modulus, self.data_seed = operation, modulus, data_seed
-        self.batch_size, self.random_labels = batch_size, random_labels
+        self.batch_size, self.random_labels, self.op_token = batch_size, random_labels, op_token
         self.n_elements = op.n_elements(modulus)
         check_size(operation, self.n_elements, self.n_elements * (self.n_elements - op.nonzero_b), batch_size,
                    available_memory())
@@ -155,7 +158,11 @@ class ModularArithmeticDataModule(pl.LightningDataModule):
         if random_labels:
             answers = torch.randint(self.n_elements, (n_pairs,), generator=g)
         equals = torch.full((n_pairs, 1), self.n_elements, dtype=torch.long)  # the "=" token
-        self.tokens = torch.cat([pairs, equals], dim=1)  # [N, 3], every pair in row-major order
+        self.pairs = pairs  # [N, 2]: (a, b), every pair in row-major order
+        if op_token:  # [N, 4]: a op b =
+            self.tokens = torch.cat([pairs[:, :1], equals + 1, pairs[:, 1:], equals], dim=1)
+        else:  # [N, 3]: a b =
+            self.tokens = torch.cat([pairs, equals], dim=1)
         self.answers = answers  # [N]
         self.train_indices = order[:train_size].sort().values
         self.val_indices = order[train_size:].sort().values
@@ -163,8 +170,8 @@ class ModularArithmeticDataModule(pl.LightningDataModule):
     # ----- sizes the model needs (linked by the CLI) -----
     @property
     def vocab_size(self) -> int:
-        """Input vocabulary: the elements plus the "=" token."""
-        return self.n_elements + 1
+        """Input vocabulary: the elements plus the "=" token (and the "op" token)."""
+        return self.n_elements + 1 + self.op_token
 
     @property
     def n_classes(self) -> int:
@@ -185,7 +192,7 @@ class ModularArithmeticDataModule(pl.LightningDataModule):
 
     def setup(self, stage: str) -> None:
         device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
-        self.tokens, self.answers = self.tokens.to(device), self.answers.to(device)
+        self.tokens, self.answers, self.pairs = self.tokens.to(device), self.answers.to(device), self.pairs.to(device)
 
     def _batches(self, indices: Tensor, batch_size: Optional[int], shuffle: bool) -> TensorBatches:
         rows = indices.to(self.answers.device)

@@ -81,6 +81,8 @@ class EnsembleDataModule(pl.LightningDataModule):
                                  f"beside {first.operation} mod {first.modulus}.")
             if m.batch_size is not None:
                 raise ValueError(f"ensembles train full batch; a member has batch_size={m.batch_size}.")
+            if m.op_token:
+                raise ValueError("ensembles use the 3-token format a b =; a member has op_token: true.")
         ensemble = cls(first.operation, first.modulus, [m.train_size for m in members],
                        [m.data_seed for m in members], [m.random_labels for m in members])
         ensemble._use(members)  # the members as they are (the same splits: a split follows from D and data seed)
@@ -88,7 +90,7 @@ class EnsembleDataModule(pl.LightningDataModule):
 
     def _use(self, members: list[ModularArithmeticDataModule]) -> None:
         self.members = members  # each member's split lives in its own DataModule (DatasetSwap changes it)
-        self.tokens = members[0].tokens  # [N, 3], the same table for every member
+        self.tokens, self.pairs = members[0].tokens, members[0].pairs  # [N, 3] and [N, 2], the same for every member
         self.answers = torch.stack([m.answers for m in members])  # [K, N]
 
     @property
@@ -105,9 +107,9 @@ class EnsembleDataModule(pl.LightningDataModule):
 
     def setup(self, stage: str) -> None:
         device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
-        self.tokens, self.answers = self.tokens.to(device), self.answers.to(device)
+        self.tokens, self.answers, self.pairs = self.tokens.to(device), self.answers.to(device), self.pairs.to(device)
         for member in self.members:  # members' callbacks (efficiency) evaluate the member's table on the device
-            member.tokens, member.answers = member.tokens.to(device), member.answers.to(device)
+            member.tokens, member.answers, member.pairs = member.tokens.to(device), member.answers.to(device), self.pairs
 
     def _batch(self, split: str) -> _Once:
         indices = [getattr(m, f"{split}_indices") for m in self.members]

@@ -1,4 +1,4 @@
-"""The networks: plain nn.Modules, no Lightning. Both map tokens [B, T] to answer logits [B, n_classes].
+"""The networks: plain nn.Modules, no Lightning. Each maps tokens [B, T] to answer logits [B, n_classes].
 
 Transformer follows Nanda et al. (2023) and the paper: decoder-only, learned positional embeddings,
 untied embedding/unembedding, ReLU MLP, no LayerNorm unless asked for. Only the last position feeds
@@ -87,6 +87,49 @@ class Transformer(nn.Module):
             x = block(x, last_only=not all_positions and i == len(self.blocks) - 1)
         logits = self.unembed(self.ln_final(x))  # [B, T or 1, n_classes]
         return logits if all_positions else logits[:, -1]
+
+
+class PreLNBlock(nn.Module):
+    """One block of PreLNDecoder: LayerNorm, causal attention (torch's, with biases), a GELU MLP of 4x."""
+
+    def __init__(self, d_model: int, n_heads: int) -> None:
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(d_model)
+        self.ln_2 = nn.LayerNorm(d_model)
+        self.attn = nn.MultiheadAttention(d_model, n_heads, batch_first=True)
+        self.mlp = nn.Sequential(nn.Linear(d_model, 4 * d_model), nn.GELU(), nn.Linear(4 * d_model, d_model))
+
+    def forward(self, x: Tensor) -> Tensor:
+        # x: [B, T, C] -> [B, T, C]
+        T = x.shape[1]
+        mask = torch.triu(torch.full((T, T), float("-inf"), device=x.device, dtype=x.dtype), diagonal=1)  # causal
+        x = self.ln_1(x)  # as the reference code: the residual stream continues from the normalised x
+        x = x + self.attn(x, x, x, attn_mask=mask, need_weights=False)[0]
+        return x + self.mlp(self.ln_2(x))
+
+
+class PreLNDecoder(nn.Module):
+    """The decoder of Power et al. (2022) as Grokfast's code (Lee et al. 2024) trains it: 2 layers of width
+    128 and 4 heads, LayerNorm before attention and MLP and at the end, torch's default initialisation, a
+    head without bias. With ``vocab_head`` the head scores every input token, not only the answers (as that
+    code does: its softmax also covers "=" and "op"). Feed it the 4-token ``a op b =`` format
+    (``ModularArithmeticDataModule(op_token=True)``); ``n_ctx`` is 5 there (one position is never used)."""
+
+    def __init__(self, vocab_size: int, n_classes: int, n_ctx: int = 5, n_layers: int = 2, d_model: int = 128,
+                 n_heads: int = 4, vocab_head: bool = False) -> None:
+        super().__init__()
+        self.token_embeddings = nn.Embedding(vocab_size, d_model)
+        self.position_embeddings = nn.Embedding(n_ctx, d_model)
+        self.layers = nn.ModuleList(PreLNBlock(d_model, n_heads) for _ in range(n_layers))
+        self.ln_f = nn.LayerNorm(d_model)
+        self.head = nn.Linear(d_model, vocab_size if vocab_head else n_classes, bias=False)
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        """tokens [B, T] -> logits [B, n_classes] (or [B, vocab_size] with vocab_head) at the last position."""
+        x = self.token_embeddings(tokens) + self.position_embeddings.weight[: tokens.shape[1]]  # [B, T, C]
+        for layer in self.layers:
+            x = layer(x)
+        return self.head(self.ln_f(x[:, -1]))  # [B, n_classes or vocab_size]
 
 
 class MLP(nn.Module):

@@ -101,6 +101,8 @@ OPERATIONS: dict[str, Operation] = {
         Operation("quad2", "x^2 + xy + y^2 + x", "Z_P", lambda a, b, p: (a * a + a * b + b * b + a) % p),
         Operation("cubic1", "x^3 + xy", "Z_P", lambda a, b, p: (a * a % p * a + a * b) % p),
         Operation("cubic2", "x^3 + xy^2 + y", "Z_P", lambda a, b, p: (a * a % p * a + a * (b * b % p) + b) % p),
+        # Grokfast's (Lee et al. 2024) task: its code pairs every x with y in 1..P-1
+        Operation("mul_nonzero", "x * y, y != 0", "Z_P", lambda a, b, p: a * b % p, nonzero_b=True),
         Operation("s5_compose", "x ∘ y", "S_5", _s5(_compose)),
         Operation("s5_conjugate", "x ∘ y ∘ x^-1", "S_5", _s5(lambda x, y: _compose(_compose(x, y), _invert(x)))),
         Operation("s5_xyx", "x ∘ y ∘ x", "S_5", _s5(lambda x, y: _compose(_compose(x, y), x))),

@@ -20,6 +20,14 @@ def test_tokens_are_a_b_equals_and_sizes():
     assert d.answers.tolist() == ((d.tokens[:, 0] + d.tokens[:, 1]) % 11).tolist()
 
 
+def test_op_token_writes_a_op_b_equals_and_pairs_stay_a_b():
+    d = dm(operation="mul_nonzero", op_token=True)  # Grokfast's task and format: y in 1..P-1, "a op b ="
+    assert d.vocab_size == 13 and d.n_classes == 11 and d.tokens.shape == (110, 4)
+    assert (d.tokens[:, 1] == 12).all() and (d.tokens[:, 3] == 11).all() and (d.tokens[:, 2] != 0).all()
+    assert torch.equal(d.pairs, d.tokens[:, [0, 2]]) and torch.equal(d.answers, d.pairs[:, 0] * d.pairs[:, 1] % 11)
+    assert torch.equal(dm().pairs, dm().tokens[:, :2])
+
+
 def test_split_is_disjoint_and_complete():
     d = dm()
     train, val = set(d.train_indices.tolist()), set(d.val_indices.tolist())

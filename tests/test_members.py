@@ -396,3 +396,9 @@ def test_the_command_line_routes_sweep_to_the_sweep_runner(capsys, tmp_path):
     with pytest.raises(SystemExit) as exit_:
         main(["sweep", "--base", "missing.yaml", "--name", "x", "--grids", '[{"seed_everything": [0]}]'])
     assert exit_.value.code == 2 and "error: base config 'missing.yaml' does not exist" in capsys.readouterr().err
+
+
+def test_ensembles_refuse_the_four_token_format_in_one_sentence():
+    datas = [ModularArithmeticDataModule("mul_nonzero", 13, train_size=60, op_token=True, data_seed=s) for s in (0, 1)]
+    with pytest.raises(ValueError, match="ensembles use the 3-token format a b =; a member has op_token: true."):
+        EnsembleDataModule.from_datamodules(datas)

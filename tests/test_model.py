@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from lit_grok.model import MLP, Transformer
+from lit_grok.model import MLP, PreLNDecoder, Transformer
 
 
 @pytest.mark.parametrize("n_layers, layer_norm", [(1, False), (2, False), (2, True)])
@@ -38,3 +38,19 @@ def test_heads_must_divide_width():
 
 def test_mlp_output_shape():
     assert MLP(12, 11, d_embed=8, hidden=(16, 16))(torch.randint(0, 12, (5, 3))).shape == (5, 11)
+
+
+def test_grokfast_decoder_has_their_parameters_and_is_causal():
+    # Grokfast's main.py at P=97: 99 tokens (97 elements, "=", "op"), 5 positions, 2 blocks of width 128 with
+    # torch's attention (biases) and a 4x GELU MLP, a final LayerNorm and a bias-free head over all 99 tokens
+    net = PreLNDecoder(99, 97, vocab_head=True)
+    block = 2 * 2 * 128 + (3 * 128 * 128 + 3 * 128) + (128 * 128 + 128) + (128 * 512 + 512 + 512 * 128 + 128)
+    assert sum(p.numel() for p in net.parameters()) == 99 * 128 + 5 * 128 + 2 * block + 2 * 128 + 128 * 99 == 422_784
+    assert net(torch.zeros(3, 4, dtype=torch.long)).shape == (3, 99)
+    assert PreLNDecoder(99, 97)(torch.zeros(3, 4, dtype=torch.long)).shape == (3, 97)
+    torch.manual_seed(0)
+    layer = net.layers[0]
+    x = torch.randn(1, 4, 128)
+    y = x.clone()
+    y[:, 3] += 1.0  # a later position changes
+    assert torch.allclose(layer(x)[:, :3], layer(y)[:, :3], atol=1e-6) and not torch.allclose(layer(x)[:, 3], layer(y)[:, 3])

@@ -143,7 +143,7 @@ class CircuitEfficiency(pl.Callback):
             metrics[f"efficiency/{split}"] = metrics[f"logits/{split}_correct"] / norm
         relation_fn = OPERATIONS[data.operation].relation
         if relation_fn is not None:
-            a, b = data.tokens[:, 0, None], data.tokens[:, 1, None]
+            a, b = data.pairs[:, 0, None], data.pairs[:, 1, None]
             c = torch.arange(logits.shape[1], device=logits.device)[None, :]
             relation = relation_fn(a, b, c, data.n_elements)
             gen, mem = split_circuits(logits, relation)

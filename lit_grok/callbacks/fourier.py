@@ -133,7 +133,7 @@ class ProgressMeasures(pl.Callback):
         metrics = {"fourier/n_key_freqs": torch.tensor(float(len(keys))), "fourier/ipr": ipr(energies)}
         rows = data.train_indices.to(energies.device)
         logits = table_logits(pl_module, data.tokens, trainer.global_step)  # [N_pairs, C], every pair, float32
-        a, b = data.tokens[:, 0, None], data.tokens[:, 1, None]
+        a, b = data.pairs[:, 0, None], data.pairs[:, 1, None]
         c = torch.arange(logits.shape[1], device=logits.device)[None, :]
         restricted = cosine_terms(logits, relation_fn(a, b, c, p), keys)
         answers = data.answers[rows]
