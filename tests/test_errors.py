@@ -198,3 +198,13 @@ def test_reports_explain_themselves_and_refuse_folders_without_runs(tmp_path, ca
         main(curves.report, [str(tmp_path)])
     assert exit.value.code == 2 and capsys.readouterr().err.startswith(f"error: {tmp_path} holds no finished runs")
     assert list(tmp_path.iterdir()) == []  # nothing written into it
+    from lit_grok.reports import compare
+
+    with pytest.raises(SystemExit) as exit:
+        compare.main(["--help"])
+    assert exit.value.code == 0 and capsys.readouterr().out.startswith("usage: python -m lit_grok.reports.compare OUT")
+    for argv, start in (([], "usage:"), ([str(tmp_path / "out"), str(tmp_path / "nowhere")], "error: ")):
+        with pytest.raises(SystemExit) as exit:
+            compare.main(argv)
+        err = capsys.readouterr().err
+        assert exit.value.code == 2 and err.startswith(start) and len(err.strip().splitlines()) == 1, err

@@ -11,7 +11,7 @@ import csv
 import sys
 from pathlib import Path
 
-from lit_grok.reports import new_figure
+from lit_grok.reports import new_figure, refuse
 from lit_grok.reports.curves import read_curves
 
 TAGS = ("val/acc", "train/acc", "norm/params", "events/grokked_step")
@@ -46,6 +46,20 @@ def compare(out: Path, run_dirs: list[Path]) -> list[dict]:
     return rows
 
 
-if __name__ == "__main__":
-    for row in compare(Path(sys.argv[1]), [Path(p) for p in sys.argv[2:]]):
+def main(argv: list[str]) -> None:
+    usage = ("usage: python -m lit_grok.reports.compare OUT RUN_DIR [RUN_DIR ...] (writes OUT.csv and OUT.png; "
+             "each RUN_DIR a run's folder, e.g. logs/cpu-grok/version_0)")
+    if any(a in ("-h", "--help") for a in argv):
+        print(usage)
+        sys.exit(0)
+    if len(argv) < 2:
+        refuse(usage)
+    missing = [d for d in argv[1:] if not Path(d).is_dir()]
+    if missing:
+        refuse(f"error: {missing[0]} is not a run folder. {usage}")
+    for row in compare(Path(argv[0]), [Path(d) for d in argv[1:]]):
         print(row)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
