@@ -47,12 +47,12 @@ def _gb(n: float) -> str:
 
 
 def check_size(operation: str, n_elements: int, n_pairs: int, batch_size: Optional[int],
-               available: Optional[int]) -> None:
+               available: Optional[int], n_tokens: int = 3) -> None:
     """Refuses, before anything is allocated, a task whose pair table or one full-batch forward's logits
     (every pair of the largest split at once: float32 logits over n_elements classes) exceed ``available``."""
     if available is None:
         return
-    table = n_pairs * 7 * 8  # pairs (2) and tokens (up to 4) and answers (1), int64
+    table = n_pairs * (3 + n_tokens) * 8  # pairs (2), tokens and answers (1), int64
     logits = min(batch_size or n_pairs, n_pairs) * n_elements * 4
     if table + logits > available:
         raise ValueError(f"{operation} with {n_elements} elements has {n_pairs:,} pairs: the pair table needs "
@@ -134,7 +134,7 @@ class ModularArithmeticDataModule(pl.LightningDataModule):
         self.batch_size, self.random_labels, self.op_token = batch_size, random_labels, op_token
         self.n_elements = op.n_elements(modulus)
         check_size(operation, self.n_elements, self.n_elements * (self.n_elements - op.nonzero_b), batch_size,
-                   available_memory())
+                   available_memory(), n_tokens=3 + op_token)
 
         pairs, answers = make_table(operation, modulus)
         n_pairs = len(answers)

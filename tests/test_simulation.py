@@ -69,9 +69,10 @@ def test_grok_config_memorises_then_groks(tmp_path):
 
 
 def test_inefficient_gen_never_generalises(tmp_path):
-    curves = run(tmp_path, "inefficient_gen.yaml")
+    curves = run(tmp_path, "inefficient_gen.yaml", "--trainer.max_steps=5000")  # of 20,000: flat from step 2000 on
     assert first(curves["sim/train_loss"], lambda v: v < 0.1) <= 1000
-    assert max(curves["sim/test_acc"].values()) == 0.0 and curves["sim/test_loss"][20_000] > 5
+    test_loss = curves["sim/test_loss"]
+    assert max(curves["sim/test_acc"].values()) == 0.0 and test_loss[5000] > 5 and test_loss[5000] >= test_loss[2000] - 0.01
 
 
 def test_equal_speed_generalises_without_delay(tmp_path):
