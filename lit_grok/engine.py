@@ -21,8 +21,8 @@ Each step is also direct where nothing can tell the difference (``direct_steps``
 precision that only calls backward and step, with no callback or profiler watching the per-step hooks, the
 engine calls ``loss.backward()``, the module's ``on_before_optimizer_step`` (gradient filters) and the torch
 optimiser's ``step`` itself, and counts the step as Lightning's optimiser wrapper does. That skips Lightning's
-dispatch of six hooks and two wrappers per step (~10 % of a P=31 step on a CPU; docs/benchmarks.md), with
-the same operations in the same order. Anything else (DDP, mixed precision, a callback with
+dispatch of six hooks and two wrappers per step (5-6 % of a step at P=7 and at P=31 on this CPU;
+docs/benchmarks.md), with the same operations in the same order. Anything else (DDP, mixed precision, a callback with
 ``on_after_backward``) takes Lightning's path.
 """
 
@@ -128,15 +128,14 @@ class StepEngine:
         scheduler = self.lr_schedulers()  # type: ignore[attr-defined]
         steps = steps_to_next_event(trainer, self._val_every) if self._many_steps else 1
         for _ in range(steps):
+            optimizer.zero_grad()
             if self._direct:  # what Lightning's manual_backward and optimizer.step do here, without the dispatch
-                optimizer.zero_grad()
                 self.training_loss(batch).backward()
                 optimizer._on_before_step()  # counts the step (trainer.global_step), as LightningOptimizer.step
                 self.on_before_optimizer_step(optimizer.optimizer)  # type: ignore[attr-defined]
                 optimizer.optimizer.step()
                 optimizer._on_after_step()
             else:
-                optimizer.zero_grad()
                 self.manual_backward(self.training_loss(batch))  # type: ignore[attr-defined]
                 optimizer.step()
             if hasattr(self, "after_optimizer_step"):  # a constraint on the parameters (lit_grok.optim)

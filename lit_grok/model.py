@@ -99,10 +99,8 @@ class PreLNBlock(nn.Module):
         self.attn = nn.MultiheadAttention(d_model, n_heads, batch_first=True)
         self.mlp = nn.Sequential(nn.Linear(d_model, 4 * d_model), nn.GELU(), nn.Linear(4 * d_model, d_model))
 
-    def forward(self, x: Tensor) -> Tensor:
-        # x: [B, T, C] -> [B, T, C]
-        T = x.shape[1]
-        mask = torch.triu(torch.full((T, T), float("-inf"), device=x.device, dtype=x.dtype), diagonal=1)  # causal
+    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+        # x: [B, T, C] -> [B, T, C]; mask: [T, T], -inf above the diagonal (causal)
         x = self.ln_1(x)  # as the reference code: the residual stream continues from the normalised x
         x = x + self.attn(x, x, x, attn_mask=mask, need_weights=False)[0]
         return x + self.mlp(self.ln_2(x))
@@ -126,9 +124,11 @@ class PreLNDecoder(nn.Module):
 
     def forward(self, tokens: Tensor) -> Tensor:
         """tokens [B, T] -> logits [B, n_classes] (or [B, vocab_size] with vocab_head) at the last position."""
-        x = self.token_embeddings(tokens) + self.position_embeddings.weight[: tokens.shape[1]]  # [B, T, C]
+        T = tokens.shape[1]
+        x = self.token_embeddings(tokens) + self.position_embeddings.weight[:T]  # [B, T, C]
+        mask = torch.triu(torch.full((T, T), float("-inf"), device=x.device, dtype=x.dtype), diagonal=1)  # causal
         for layer in self.layers:
-            x = layer(x)
+            x = layer(x, mask)
         return self.head(self.ln_f(x[:, -1]))  # [B, n_classes or vocab_size]
 
 

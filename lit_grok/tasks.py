@@ -27,6 +27,10 @@ def _inverse_table(p: int) -> Tensor:
     return torch.tensor([0] + [pow(k, p - 2, p) for k in range(1, p)], dtype=torch.long)
 
 
+def _mul(a: Tensor, b: Tensor, p: int) -> Tensor:
+    return a * b % p
+
+
 def _div(a: Tensor, b: Tensor, p: int) -> Tensor:
     return a * _inverse_table(p).to(a.device)[b] % p
 
@@ -93,7 +97,7 @@ OPERATIONS: dict[str, Operation] = {
     for op in [
         Operation("add", "x + y", "Z_P", lambda a, b, p: (a + b) % p, relation=lambda a, b, c, p: (a + b - c) % p),
         Operation("sub", "x - y", "Z_P", lambda a, b, p: (a - b) % p, relation=lambda a, b, c, p: (a - b - c) % p),
-        Operation("mul", "x * y", "Z_P", lambda a, b, p: a * b % p),
+        Operation("mul", "x * y", "Z_P", _mul),
         Operation("div", "x / y", "Z_P", _div, needs_prime=True, nonzero_b=True),
         Operation("odd_div_else_sub", "x / y if y odd else x - y", "Z_P", _odd_div_else_sub, needs_prime=True),
         Operation("square_sum", "x^2 + y^2", "Z_P", lambda a, b, p: (a * a + b * b) % p),
@@ -102,7 +106,7 @@ OPERATIONS: dict[str, Operation] = {
         Operation("cubic1", "x^3 + xy", "Z_P", lambda a, b, p: (a * a % p * a + a * b) % p),
         Operation("cubic2", "x^3 + xy^2 + y", "Z_P", lambda a, b, p: (a * a % p * a + a * (b * b % p) + b) % p),
         # Grokfast's (Lee et al. 2024) task: its code pairs every x with y in 1..P-1
-        Operation("mul_nonzero", "x * y, y != 0", "Z_P", lambda a, b, p: a * b % p, nonzero_b=True),
+        Operation("mul_nonzero", "x * y, y != 0", "Z_P", _mul, nonzero_b=True),
         Operation("s5_compose", "x ∘ y", "S_5", _s5(_compose)),
         Operation("s5_conjugate", "x ∘ y ∘ x^-1", "S_5", _s5(lambda x, y: _compose(_compose(x, y), _invert(x)))),
         Operation("s5_xyx", "x ∘ y ∘ x", "S_5", _s5(lambda x, y: _compose(_compose(x, y), x))),

@@ -53,4 +53,6 @@ def test_grokfast_decoder_has_their_parameters_and_is_causal():
     x = torch.randn(1, 4, 128)
     y = x.clone()
     y[:, 3] += 1.0  # a later position changes
-    assert torch.allclose(layer(x)[:, :3], layer(y)[:, :3], atol=1e-6) and not torch.allclose(layer(x)[:, 3], layer(y)[:, 3])
+    mask = torch.triu(torch.full((4, 4), float("-inf")), diagonal=1)
+    assert torch.allclose(layer(x, mask)[:, :3], layer(y, mask)[:, :3], atol=1e-6)
+    assert not torch.allclose(layer(x, mask)[:, 3], layer(y, mask)[:, 3])
