@@ -168,3 +168,45 @@ def test_convergence_with_an_absolute_tolerance_and_a_minimum_step():
                                   abs_tol={"val/acc": 0.011}, min_steps=45), values) == 50
     with pytest.raises(ValueError, match="not monitored"):
         StopOnConvergence(("norm/params",), abs_tol={"val/acc": 0.01})
+
+
+def test_convergence_in_decay_time_asks_the_same_of_every_weight_decay():
+    from types import SimpleNamespace
+
+    def feed(stop, weight_decay, curve, every=10, resume_at=None):
+        """Validates every ``every`` steps a run whose val/acc follows ``curve`` of decay time (lr 0.1)."""
+        group = {"lr": 0.1, "weight_decay": weight_decay}
+        fake = SimpleNamespace(sanity_checking=False, loggers=[], should_stop=False, global_step=0,
+                               optimizers=[SimpleNamespace(param_groups=[{"lr": 0.1, "weight_decay": 0.0}, group])])
+        stop.on_train_start(fake, None)
+        for i in range(1, 1000):
+            fake.global_step = i * every
+            fake.callback_metrics = {"val/acc": torch.tensor(curve(0.1 * weight_decay * fake.global_step)),
+                                     "norm/params": torch.tensor(10.0)}
+            stop.on_validation_end(fake, None)
+            if fake.should_stop:
+                return fake.global_step
+            if i == resume_at:  # a checkpoint and a fresh callback
+                state, stop = stop.state_dict(), StopOnConvergence(**rule)
+                stop.load_state_dict(state)
+        return None
+
+    # val/acc falls as 1/(1 + t) in decay time t: its spread over a window of 4 units, 4 / ((t - 3)(t + 1)), is
+    # below 0.02 once t > 15.3
+    curve = lambda t: 1.0 / (1.0 + t)  # noqa: E731
+    rule = dict(monitor=("val/acc", "norm/params"), abs_tol={"val/acc": 0.02}, window_time=4.0)
+    at_1 = feed(StopOnConvergence(**rule), 1.0, curve)
+    assert at_1 == 160 and feed(StopOnConvergence(**rule), 2.0, curve, every=5) == 80  # the same decay time
+    assert feed(StopOnConvergence(**rule), 1.0, curve, resume_at=7) == 160  # a resume changes nothing
+    # five validations 10 steps apart span 40 steps: 4 units at weight decay 1 (stops at step 160 as above),
+    # 8 at weight decay 2, whose spread 8 / ((t - 7)(t + 1)) first falls below 0.02 at t = 24, step 120 (not 80)
+    by_count = dict(monitor=("val/acc", "norm/params"), abs_tol={"val/acc": 0.02}, window=5)
+    assert feed(StopOnConvergence(**by_count), 1.0, curve) == 160
+    assert feed(StopOnConvergence(**by_count), 2.0, curve) == 120
+    assert feed(StopOnConvergence(**rule, min_time=20.0), 1.0, curve) == 200
+    with pytest.raises(ValueError, match="not both"):
+        StopOnConvergence(window=5, window_time=1.0)
+    with pytest.raises(ValueError, match="give window_time too"):
+        StopOnConvergence(min_time=1.0)
+    with pytest.raises(ValueError, match="has no weight decay"):
+        feed(StopOnConvergence(**rule), 0.0, curve)

@@ -354,11 +354,13 @@ def test_members_stop_through_grok_events_and_convergence_as_their_single_runs_d
     from lit_grok.callbacks import StopOnConvergence
 
     # member 0 "groks" at its first validation (threshold 0.01) and stops 20 steps later; member 1 converges
-    # once data/train_size has been the same at 5 validations (steps 10..50)
+    # once data/train_size has been the same at 5 validations (steps 10..50); a third member's window is in
+    # decay time, its own lr 3e-3 x weight decay 0.3 x 39.5 steps: also steps 10..50
     callbacks = Members([[GrokEvents(threshold=0.01, stop_after=20)],
-                         [StopOnConvergence(monitor=("data/train_size",), window=5)]])
-    model, trainer = ensemble([(0, 0, 60, 1.0), (1, 5, 90, 0.3)], 100, callbacks)
-    assert callbacks.stopped_steps == [30, 50] and trainer.global_step == 50
+                         [StopOnConvergence(monitor=("data/train_size",), window=5)],
+                         [StopOnConvergence(monitor=("data/train_size",), window_time=3e-3 * 0.3 * 39.5)]])
+    model, trainer = ensemble([(0, 0, 60, 1.0), (1, 5, 90, 0.3), (2, 5, 90, 0.3)], 100, callbacks)
+    assert callbacks.stopped_steps == [30, 50, 50] and trainer.global_step == 50
     assert callbacks.callbacks[0][0].grokked_step == 10 and callbacks.callbacks[1][0].converged_step == 50
     for k, steps in ((0, 30), (1, 50)):
         events = GrokEvents(threshold=0.01, stop_after=20) if k == 0 else StopOnConvergence(("data/train_size",), window=5)

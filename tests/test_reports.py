@@ -366,3 +366,35 @@ def test_curves_of_a_single_runs_folder_are_that_runs(tmp_path):
     assert curves.report(tmp_path) == {"runs": 1, "csv": str(tmp_path / "curves.csv"), "validations": 2}
     rows = list(csv.DictReader((tmp_path / "curves.csv").open()))
     assert [(r["step"], r["val/acc"]) for r in rows] == [("50", "0.49"), ("100", "0.99")]
+
+
+def test_rule_check_replays_a_configs_convergence_rule_on_recorded_curves(tmp_path, capsys):
+    from lit_grok.reports import rule_check
+
+    config = tmp_path / "rule.yaml"
+    config.write_text("""
+trainer:
+  callbacks:
+    - class_path: lit_grok.callbacks.StepProgressBar
+    - class_path: lit_grok.callbacks.StopOnConvergence
+      init_args: {monitor: [val/acc, norm/params], abs_tol: {val/acc: 0.02}, window_time: 4.0}
+model:
+  init_args:
+    optimizer: {init_args: {lr: 0.1, weight_decay: 1.0}}
+""")
+    curves = tmp_path / "curves.csv"
+    with open(curves, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["run", "step", "val/acc", "norm/params"])
+        # val/acc = 1 / (1 + t) in decay time t = 0.1 x weight decay x step: the rule fires at t = 16
+        for run, decay, last in (("weight_decay=1.0-train_size=9", 1.0, 300), ("weight_decay=2.0-x", 2.0, 60)):
+            for step in range(10, last + 1, 10):
+                writer.writerow([run, step, 1 / (1 + 0.1 * decay * step), 10.0])
+    rows = rule_check.check(config, [curves])
+    assert [(r["weight_decay"], r["last_step"], r["rule_step"]) for r in rows] == [(1.0, 300, 160), (2.0, 60, None)]
+    rule_check.main([str(config), str(curves)])
+    out = capsys.readouterr().out
+    assert "| weight_decay=1.0-train_size=9 | 300 | 0.032 | 160 | 0.059 |" in out and "| weight_decay=2.0-x | 60 | 0.077 | - | - |" in out
+    with pytest.raises(SystemExit) as exit_:
+        rule_check.main([str(config), str(tmp_path / "missing.csv")])
+    assert exit_.value.code == 2 and "missing.csv does not exist" in capsys.readouterr().err

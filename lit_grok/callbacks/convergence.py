@@ -16,22 +16,39 @@ class StopOnConvergence(pl.Callback):
     or, for the metrics named in ``abs_tol``, by less than that absolute amount.
 
     The default monitors the training loss and the parameter norm, which settle together once weight
-    decay and cross-entropy balance. An accuracy near 0 needs an absolute tolerance (``abs_tol:
+    decay and cross-entropy balance. With ``window_time`` the window is measured in *decay time*, lr x weight
+    decay x optimiser steps, instead of validations: weight decay moves norm between circuits at a rate
+    proportional to lr x weight decay, so one rule then asks the same of a run at weight decay 2 as of one at 8
+    (which covers the same decay time in a quarter of the steps). An accuracy near 0 needs an absolute tolerance (``abs_tol:
     {val/acc: 0.005}``): relative to a value near 0, one pair's change would count as movement. ``trainer.max_steps`` stays the upper bound; ``converged`` (and the
     logged ``events/converged_step``) say whether the run stopped for this reason.
 
     Args:
         monitor: metric names, as logged.
         rel_tol: relative change below which a metric counts as converged.
-        window: number of consecutive validations compared.
+        window: number of consecutive validations compared (default 10; not with ``window_time``).
         abs_tol: metric name -> absolute tolerance, used for that metric instead of ``rel_tol``.
         min_steps: never stop before this many optimiser steps (e.g. while a branch's accuracy has not
             started to fall yet).
+        window_time: compare the validations of the last ``window_time`` units of decay time (lr x weight
+            decay, summed over optimiser steps, at the rate read at each validation) instead of a number of
+            validations. Needs weight decay > 0.
+        min_time: never stop before this much decay time (beside ``min_steps``).
     """
 
     def __init__(self, monitor: tuple[str, ...] = ("train/loss", "norm/params"), rel_tol: float = 1e-3,
-                 window: int = 10, abs_tol: Optional[dict[str, float]] = None, min_steps: int = 0) -> None:
-        if window < 2:
+                 window: Optional[int] = None, abs_tol: Optional[dict[str, float]] = None, min_steps: int = 0,
+                 window_time: Optional[float] = None, min_time: float = 0.0) -> None:
+        if window is not None and window_time is not None:
+            raise ValueError("give window (validations) or window_time (lr x weight decay x steps), not both.")
+        if window_time is not None and not window_time > 0:
+            raise ValueError(f"window_time must be > 0, got {window_time}.")
+        if min_time < 0:
+            raise ValueError(f"min_time must be >= 0, got {min_time}.")
+        if min_time and window_time is None:
+            raise ValueError("min_time counts decay time: give window_time too (or use min_steps).")
+        window = 10 if window is None and window_time is None else window
+        if window is not None and window < 2:
             raise ValueError(f"window must be >= 2, got {window}.")
         if rel_tol <= 0:
             raise ValueError(f"rel_tol must be > 0, got {rel_tol}.")
@@ -44,14 +61,17 @@ class StopOnConvergence(pl.Callback):
         if min_steps < 0:
             raise ValueError(f"min_steps must be >= 0, got {min_steps}.")
         self.monitor, self.rel_tol, self.window, self.abs_tol = tuple(monitor), rel_tol, window, abs_tol
-        self.min_steps = min_steps
+        self.min_steps, self.window_time, self.min_time = min_steps, window_time, min_time
         self.history: list[list[float]] = []
+        self.times: list[float] = []  # the decay time of each entry of history (with window_time)
+        self.time, self.time_step = 0.0, 0  # decay time so far, and the step it was last counted to
         self.converged_step: int = -1
 
     @property
     def state_key(self) -> str:
+        timed = {} if self.window_time is None else {"window_time": self.window_time, "min_time": self.min_time}
         return self._generate_state_key(monitor=self.monitor, rel_tol=self.rel_tol, window=self.window,
-                                        abs_tol=sorted(self.abs_tol.items()), min_steps=self.min_steps)
+                                        abs_tol=sorted(self.abs_tol.items()), min_steps=self.min_steps, **timed)
 
     @property
     def converged(self) -> bool:
@@ -71,6 +91,16 @@ class StopOnConvergence(pl.Callback):
                 return False
         return True
 
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.window_time is not None and not decay_rate(trainer, pl_module) > 0:
+            raise ValueError("StopOnConvergence(window_time=...) measures lr x weight decay x steps, and this run "
+                             "has no weight decay: give window (a number of validations) instead.")
+
+    def _count_time(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        step = trainer.global_step
+        self.time += (step - self.time_step) * decay_rate(trainer, pl_module)
+        self.time_step = step
+
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking or self.converged:
             return
@@ -78,9 +108,21 @@ class StopOnConvergence(pl.Callback):
         missing = [m for m in self.monitor if m not in metrics]
         if missing:
             raise KeyError(f"StopOnConvergence monitors {missing}, which were not logged; logged: {sorted(metrics)}.")
-        self.history = (self.history + [[float(metrics[m]) for m in self.monitor]])[-self.window:]
-        if len(self.history) < self.window or trainer.global_step < self.min_steps:
-            return
+        values = [float(metrics[m]) for m in self.monitor]
+        if self.window_time is None:
+            self.history = (self.history + [values])[-self.window:]
+            if len(self.history) < self.window or trainer.global_step < self.min_steps:
+                return
+        else:
+            self._count_time(trainer, pl_module)
+            self.history, self.times = self.history + [values], self.times + [self.time]
+            # keep the latest entry at or before the window's start, and everything after it
+            slack = 1e-9 * self.time  # decay time is a float sum: 100 steps of 8e-3 make 79.99999..., not 80
+            start = self.time - self.window_time + slack
+            first = max([i for i, t in enumerate(self.times) if t <= start], default=0)
+            self.history, self.times = self.history[first:], self.times[first:]
+            if self.times[0] > start or self.time + slack < self.min_time or trainer.global_step < self.min_steps:
+                return
         if not self.settled(self.history):
             return
         self.converged_step = trainer.global_step
@@ -89,7 +131,22 @@ class StopOnConvergence(pl.Callback):
         trainer.should_stop = True
 
     def state_dict(self) -> dict[str, Any]:
-        return {"history": self.history, "converged_step": self.converged_step}
+        return {"history": self.history, "converged_step": self.converged_step, "times": self.times,
+                "time": self.time, "time_step": self.time_step}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.history, self.converged_step = state_dict["history"], state_dict["converged_step"]
+        self.times = state_dict.get("times", [])  # checkpoints written before window_time existed have none
+        self.time, self.time_step = state_dict.get("time", 0.0), state_dict.get("time_step", 0)
+
+
+def decay_rate(trainer: pl.Trainer, pl_module: Any) -> float:
+    """lr x weight decay per optimiser step now: of the first parameter group with weight decay in a single
+    run; of the member's own settings in an ensemble (whose callbacks cannot reach the shared optimiser)."""
+    member_rate = getattr(pl_module, "decay_rate", None)
+    if member_rate is not None:
+        return member_rate()
+    for group in trainer.optimizers[0].param_groups:
+        if group.get("weight_decay", 0):
+            return float(group["lr"]) * float(group["weight_decay"])
+    return 0.0

@@ -100,6 +100,10 @@ class MemberModule:
     def device(self) -> torch.device:
         return self.ensemble.device
 
+    def decay_rate(self) -> float:
+        """Member k's lr x weight decay per optimiser step (ensembles have no warm-up)."""
+        return float(self.ensemble.lr[self.k] * self.ensemble.weight_decay[self.k])
+
     def __call__(self, tokens: Tensor) -> Tensor:
         return self.net(tokens)
 
