@@ -6,7 +6,7 @@ from typing import Any
 # imported on first use, so that a module of the package that needs no torch (a Ray worker's entry point,
 # a report's --help) does not pay torch's and Lightning's imports
 _EXPORTS = {"GrokkingModule": "lit_grok.module", "MLP": "lit_grok.model", "Transformer": "lit_grok.model",
-            "PreLNDecoder": "lit_grok.model",
+            "PreLNDecoder": "lit_grok.model", "OneHotMLP": "lit_grok.model",
             "ModularArithmeticDataModule": "lit_grok.data"}
 __all__ = list(_EXPORTS)
 __version__ = "0.1.0"

@@ -9,6 +9,7 @@ and values still come from every position); ``all_positions=True`` computes ever
 from __future__ import annotations
 
 import math
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -149,3 +150,31 @@ class MLP(nn.Module):
         for layer in self.hidden:
             x = F.relu(layer(x))
         return self.unembed(x)
+
+
+class OneHotMLP(nn.Module):
+    """Prieto et al.'s MLP (2025): each operand one-hot encoded and concatenated, ReLU hidden layers, no biases;
+    no embedding, so the first layer's columns are the operands' embeddings."""
+
+    def __init__(self, vocab_size: int, n_classes: int, operands: tuple[int, ...] = (0, 1),
+                 n_symbols: Optional[int] = None, hidden: tuple[int, ...] = (200, 200), bias: bool = False) -> None:
+        super().__init__()
+        self.operands, self.n_symbols = list(operands), n_symbols or n_classes  # operand tokens are 0..n_symbols-1
+        widths = [len(self.operands) * self.n_symbols, *hidden, n_classes]
+        self.layers = nn.ModuleList(nn.Linear(i, o, bias=bias) for i, o in zip(widths[:-1], widths[1:]))
+        self._checked = False
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        """tokens [B, T] -> logits [B, n_classes]."""
+        x = tokens[:, self.operands]  # [B, n_operands]
+        if not self._checked:  # once: a token outside the one-hot range would fail deep inside torch
+            if int(x.max()) >= self.n_symbols or int(x.min()) < 0:
+                raise ValueError(f"OneHotMLP encodes operand tokens 0..{self.n_symbols - 1} (n_symbols), got "
+                                 f"{int(x.min())}..{int(x.max())} at positions {self.operands}: set n_symbols or "
+                                 f"operands to the task's format.")
+            self._checked = True
+        x = F.one_hot(x, self.n_symbols).flatten(1).to(self.layers[0].weight.dtype)  # [B, n_operands * n_symbols]
+        for layer in self.layers[:-1]:
+            x = F.relu(layer(x))  # [B, hidden]
+        return self.layers[-1](x)  # [B, n_classes]
+

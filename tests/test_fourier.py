@@ -154,3 +154,15 @@ def test_both_measures_share_one_forward_over_the_table_per_validation(monkeypat
     trainer.global_step = 200  # the next validation: the weights have changed
     CircuitEfficiency().on_validation_epoch_end(trainer, module)
     assert calls == [121, 121]
+
+
+def test_the_number_embedding_of_a_one_hot_mlp_is_its_first_layers_columns():
+    from lit_grok.callbacks.fourier import number_embedding
+    from lit_grok.model import MLP, OneHotMLP
+
+    net = OneHotMLP(14, 13, hidden=(8,))
+    assert torch.equal(number_embedding(net, 13), net.layers[0].weight[:, :13].T)  # [p, hidden]: operand a's
+    mlp = MLP(14, 13, d_embed=4)
+    assert torch.equal(number_embedding(mlp, 13), mlp.embed.weight[:13])
+    with pytest.raises(ValueError, match="Linear has none"):
+        number_embedding(torch.nn.Linear(2, 2), 13)

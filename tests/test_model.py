@@ -56,3 +56,22 @@ def test_grokfast_decoder_has_their_parameters_and_is_causal():
     mask = torch.triu(torch.full((4, 4), float("-inf")), diagonal=1)
     assert torch.allclose(layer(x, mask)[:, :3], layer(y, mask)[:, :3], atol=1e-6)
     assert not torch.allclose(layer(x, mask)[:, 3], layer(y, mask)[:, 3])
+
+
+def test_one_hot_mlp_is_prieto_et_al_s_network():
+    from lit_grok.model import OneHotMLP
+
+    torch.manual_seed(0)
+    net = OneHotMLP(114, 113)  # add mod 113: tokens a, b, '=' (114), answers 0..112
+    # their MLP: 226 one-hot inputs, hidden [200, 200], no biases: 226*200 + 200*200 + 200*113 parameters
+    assert [tuple(p.shape) for p in net.parameters()] == [(200, 226), (200, 200), (113, 200)]
+    tokens = torch.tensor([[3, 110, 113], [0, 112, 113]])
+    x = torch.zeros(2, 226)
+    x[0, 3], x[0, 113 + 110], x[1, 0], x[1, 113 + 112] = 1, 1, 1, 1
+    w = [layer.weight for layer in net.layers]
+    expected = torch.relu(torch.relu(x @ w[0].T) @ w[1].T) @ w[2].T
+    torch.testing.assert_close(net(tokens), expected)
+    # the 4-token format a op b =: operands at positions 0 and 2
+    assert OneHotMLP(99, 97, operands=(0, 2), hidden=(8,))(torch.tensor([[5, 97, 6, 98]])).shape == (1, 97)
+    with pytest.raises(ValueError, match="encodes operand tokens 0..112 .*got 0..113 at positions \\[0, 1\\]"):
+        OneHotMLP(114, 113)(torch.tensor([[0, 113, 113]]))

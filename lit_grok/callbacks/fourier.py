@@ -87,6 +87,17 @@ def cosine_terms(logits: Tensor, relation: Tensor, freqs: list[int]) -> Tensor:
     return terms[relation]
 
 
+def number_embedding(net: torch.nn.Module, p: int) -> Tensor:
+    """The number tokens' embedding [p, d]: a network's ``embed`` table, or for a one-hot MLP (OneHotMLP) the
+    first layer's columns for the first operand, which play that part."""
+    if hasattr(net, "embed"):
+        return net.embed.weight.detach()[:p]
+    if hasattr(net, "n_symbols") and hasattr(net, "layers"):
+        return net.layers[0].weight.detach()[:, :p].T
+    raise ValueError(f"ProgressMeasures reads the number tokens' embedding, and {type(net).__name__} has none "
+                     f"(no `embed` table, not a OneHotMLP).")
+
+
 def softmax_collapse(logits: Tensor, answers: Tensor) -> Tensor:
     """The share of rows whose answer probability is exactly 1 in the float32 softmax (zero gradient)."""
     probs = logits.float().softmax(-1).gather(1, answers[:, None])
@@ -127,7 +138,7 @@ class ProgressMeasures(pl.Callback):
             return
         net = pl_module.net
         p = data.n_elements
-        energies = embedding_spectrum(net.embed.weight.detach()[:p])
+        energies = embedding_spectrum(number_embedding(net, p))
         keys = key_frequencies(energies, self.share)
         self.spectrum = energies.tolist()
         metrics = {"fourier/n_key_freqs": torch.tensor(float(len(keys))), "fourier/ipr": ipr(energies)}
