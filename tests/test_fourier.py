@@ -118,6 +118,34 @@ def test_restricted_and_excluded_loss_on_a_network_made_of_two_fourier_terms():
     assert m["progress/excluded_loss"] == pytest.approx(math.log(p), rel=1e-5)  # nothing left: uniform
 
 
+def test_fixed_key_frequencies_split_the_logits_as_given_and_are_written_for_the_next_run(tmp_path):
+    import json
+
+    import torch.nn.functional as F
+
+    p = 13
+    data = ModularArithmeticDataModule("add", p, train_size=80)
+    model = GrokkingModule(data.vocab_size, data.n_classes, network=lambda vocab, classes: FourierNet(p),
+                           optimizer=partial(torch.optim.SGD, lr=1e-12))
+    measures = ProgressMeasures(key_frequencies=[3])
+    trainer = pl.Trainer(max_steps=1, max_epochs=-1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         callbacks=[measures], num_sanity_val_steps=0, default_root_dir=tmp_path)
+    trainer.fit(model, data)
+    m = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    pairs, answers = data.pairs[data.train_indices], data.answers[data.train_indices]
+    w = 2 * math.pi * ((pairs[:, :1] + pairs[:, 1:] - torch.arange(p)[None, :]) % p) / p  # [N, C]
+    # frequency 3's term alone, and what is left without it (frequency 5's): the spectrum still counts two
+    assert m["progress/restricted_loss"] == pytest.approx(float(F.cross_entropy(3 * torch.cos(3 * w), answers)), rel=1e-5)
+    assert m["progress/excluded_loss"] == pytest.approx(float(F.cross_entropy(2 * torch.cos(5 * w), answers)), rel=1e-5)
+    assert m["fourier/n_key_freqs"] == 2
+    written = json.loads((tmp_path / "fourier.json").read_text())
+    assert written["key_frequencies"] == [3, 5] and written["fixed_key_frequencies"] == [3]
+    with pytest.raises(ValueError, match="go up to P/2 = 6 at P = 13"):
+        ProgressMeasures(key_frequencies=[7]).check_data(data)
+    with pytest.raises(ValueError, match="frequencies k >= 1"):
+        ProgressMeasures(key_frequencies=[0])
+
+
 def test_each_ensemble_member_gets_its_own_progress_measures(tmp_path):
     from lit_grok.callbacks import Members
     from lit_grok.ensemble_module import EnsembleDataModule, EnsembleModule

@@ -22,9 +22,10 @@ Definitions (the metrics table in docs/metrics.md repeats them):
 
 from __future__ import annotations
 
+import json
 import math
 import os
-from typing import Any
+from typing import Any, Optional
 
 import pytorch_lightning as pl
 import torch
@@ -110,24 +111,36 @@ class ProgressMeasures(pl.Callback):
 
     Args:
         share: the share of the embedding's energy the key frequencies carry.
+        key_frequencies: fixed key frequencies (k = 1..P/2) for restricted and excluded loss, as Nanda et al.
+            read them once from the trained network (a finished run's ``fourier.json`` lists its final ones);
+            by default they are chosen at every validation from the current spectrum. ``fourier/n_key_freqs``
+            counts the current spectrum's either way.
     """
 
-    def __init__(self, share: float = 0.9) -> None:
+    def __init__(self, share: float = 0.9, key_frequencies: Optional[list[int]] = None) -> None:
         if not 0.0 < share <= 1.0:
             raise ValueError(f"share must lie in (0, 1], got {share}.")
+        if key_frequencies is not None and (not key_frequencies or min(key_frequencies) < 1):
+            raise ValueError(f"key_frequencies must be frequencies k >= 1, got {key_frequencies}.")
         self.share = share
+        self.fixed_keys = None if key_frequencies is None else sorted(set(int(k) for k in key_frequencies))
         self.spectrum: list[float] = []
 
     @property
     def state_key(self) -> str:
-        return self._generate_state_key(share=self.share)
+        fixed = {} if self.fixed_keys is None else {"key_frequencies": self.fixed_keys}
+        return self._generate_state_key(share=self.share, **fixed)
 
     def check_data(self, datamodule: Any) -> None:
-        """Called by the CLI once the config is built: the measures need a group relation (add, sub)."""
+        """Called by the CLI once the config is built: the measures need a group relation (add, sub), and fixed
+        key frequencies must exist at the task's P."""
         operation = getattr(datamodule, "operation", None)
         if operation is None or OPERATIONS[operation].relation is None:
             raise ValueError(f"ProgressMeasures needs the operation add or sub (a Fourier circuit over Z_P), "
                              f"got {operation}.")
+        p = getattr(datamodule, "n_elements", None)
+        if self.fixed_keys is not None and p is not None and max(self.fixed_keys) > p // 2:
+            raise ValueError(f"key_frequencies go up to P/2 = {p // 2} at P = {p}, got {self.fixed_keys}.")
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking:
@@ -139,9 +152,10 @@ class ProgressMeasures(pl.Callback):
         net = pl_module.net
         p = data.n_elements
         energies = embedding_spectrum(number_embedding(net, p))
-        keys = key_frequencies(energies, self.share)
+        current = key_frequencies(energies, self.share)
+        keys = current if self.fixed_keys is None else self.fixed_keys
         self.spectrum = energies.tolist()
-        metrics = {"fourier/n_key_freqs": torch.tensor(float(len(keys))), "fourier/ipr": ipr(energies)}
+        metrics = {"fourier/n_key_freqs": torch.tensor(float(len(current))), "fourier/ipr": ipr(energies)}
         rows = data.train_indices.to(energies.device)
         logits = table_logits(pl_module, data.tokens, trainer.global_step)  # [N_pairs, C], every pair, float32
         a, b = data.pairs[:, 0, None], data.pairs[:, 1, None]
@@ -162,6 +176,10 @@ class ProgressMeasures(pl.Callback):
         if log_dir is not None:
             os.makedirs(log_dir, exist_ok=True)
             fig.savefig(os.path.join(log_dir, "fourier.png"), dpi=120)
+            with open(os.path.join(log_dir, "fourier.json"), "w") as f:  # what a second run fixes its keys to
+                json.dump({"step": trainer.global_step, "share": self.share,
+                           "key_frequencies": key_frequencies(torch.tensor(self.spectrum), self.share),
+                           "fixed_key_frequencies": self.fixed_keys, "spectrum": self.spectrum}, f, indent=1)
         for logger in trainer.loggers:
             if isinstance(logger, TensorBoardLogger):
                 logger.experiment.add_figure("fourier/embedding_spectrum", fig, global_step=trainer.global_step,
