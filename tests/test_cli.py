@@ -1,3 +1,4 @@
+import importlib.util
 from pathlib import Path
 
 import pytest
@@ -40,8 +41,13 @@ def _pretrained_checkpoint(init_from: str, tmp_path: Path, source: Path = None, 
 
 
 @pytest.mark.parametrize("path", [p for p in CONFIGS if not _is_sweep(p)], ids=lambda p: str(p.relative_to(ROOT / "configs")))
-def test_every_config_builds(path, tmp_path):
+def test_every_config_builds(path, tmp_path, capsys):
     branch = [f"--model.init_args.init_from={_pretrained_checkpoint(_init_from(path), tmp_path)}"] if _init_from(path) else []
+    if "LocalLearningCoefficient" in path.read_text() and importlib.util.find_spec("devinterp") is None:
+        with pytest.raises(SystemExit):  # the optional extra is missing: one line that says how to install it
+            main(["-c", str(path), *branch, "--trainer.logger=false"], run=False)
+        assert 'needs devinterp (datasets is missing): pip install -e ".[llc]"' in capsys.readouterr().err
+        return
     cli = main(["-c", str(path), *branch, "--trainer.logger=false"], run=False)
     assert cli.model.hparams.n_classes == cli.datamodule.n_classes  # linked, never typed twice
     if hasattr(cli.datamodule, "vocab_size"):

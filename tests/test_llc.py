@@ -1,0 +1,87 @@
+"""The local learning coefficient callback: its glue around devinterp (a fake estimator here, as devinterp is an
+optional extra), its one-line message when devinterp is missing, and a real estimate where it is installed."""
+
+import math
+import sys
+from functools import partial
+
+import pytest
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+
+from lit_grok import GrokkingModule, ModularArithmeticDataModule, Transformer
+from lit_grok.callbacks import llc as llc_module
+from lit_grok.callbacks.llc import LocalLearningCoefficient
+
+NET = dict(d_model=16, n_heads=2, d_mlp=32)
+
+
+def fit(callbacks, steps=6):
+    torch.manual_seed(0)
+    data = ModularArithmeticDataModule("add", 11, train_size=50)
+    model = GrokkingModule(data.vocab_size, data.n_classes, network=partial(Transformer, **NET),
+                           optimizer=partial(torch.optim.AdamW, lr=1e-2))
+    trainer = pl.Trainer(max_steps=steps, max_epochs=-1, check_val_every_n_epoch=2, logger=False,
+                         enable_checkpointing=False, enable_progress_bar=False, callbacks=callbacks,
+                         num_sanity_val_steps=0)
+    trainer.fit(model, data)
+    return model, data, trainer
+
+
+def test_the_llc_callback_hands_devinterp_the_training_pairs_and_leaves_training_alone(monkeypatch):
+    seen = []
+
+    class FakeDataset:  # the two calls the callback makes on a HuggingFace Dataset
+        @staticmethod
+        def from_dict(columns):
+            fake = FakeDataset()
+            fake.rows = torch.tensor(columns["input_ids"])
+            return fake
+
+        def with_format(self, kind):
+            return self
+
+    def fake_llc(model, data, observables, *, lr, n_beta, loss_fn, **kwargs):
+        torch.manual_seed(12345)  # devinterp seeds the global generator: the callback must restore it
+        loss = float(loss_fn(model, data.rows).mean().detach())  # the per-pair loss the chains would sample
+        seen.append((len(data.rows), n_beta, lr, loss, kwargs["num_chains"], kwargs["num_draws"]))
+        return {"llc_mean": torch.tensor(loss), "llc_std": torch.tensor(0.0)}
+
+    monkeypatch.setattr(llc_module, "import_llc", lambda: (fake_llc, FakeDataset))
+    callback = LocalLearningCoefficient(every_n_validations=2, lr=1e-3, num_chains=3, num_draws=7)
+    model, data, trainer = fit([callback])
+    # validations at steps 2, 4, 6: estimates at the first and third, on the 50 training pairs
+    assert [s[0] for s in seen] == [50, 50] and seen[0][1:3] == (50 / math.log(50), 1e-3) and seen[0][4:] == (3, 7)
+    rows = data.train_indices
+    expected = F.cross_entropy(model.net(data.tokens[rows]).double(), data.answers[rows])
+    assert float(trainer.callback_metrics["llc/mean"]) == pytest.approx(float(expected), rel=1e-5)  # at step 6
+    plain, _, _ = fit([])  # the same run without the callback: the same weights (random state restored)
+    for (name, a), b in zip(model.net.state_dict().items(), plain.net.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+def test_the_llc_callback_says_how_to_install_devinterp(monkeypatch):
+    monkeypatch.setitem(sys.modules, "devinterp", None)
+    monkeypatch.setitem(sys.modules, "devinterp.slt.llc", None)
+    with pytest.raises(ImportError, match=r'LocalLearningCoefficient needs devinterp .*pip install -e "\.\[llc\]"'):
+        LocalLearningCoefficient()
+    with pytest.raises(ValueError, match="num_draws must be >= 1"):
+        LocalLearningCoefficient(num_draws=0)
+
+
+def test_a_real_llc_estimate_is_positive_and_finite():
+    pytest.importorskip("devinterp", reason="the optional extra: pip install -e '.[llc]'")
+    torch.manual_seed(0)
+    data = ModularArithmeticDataModule("add", 11, train_size=50)
+    data.setup("fit")
+    net = Transformer(data.vocab_size, data.n_classes, **NET)
+    tokens, answers = data.tokens[data.train_indices], data.answers[data.train_indices]
+    optimizer = torch.optim.AdamW(net.parameters(), lr=1e-2)
+    for _ in range(300):  # to a minimum of the training loss: the LLC is a property of one
+        optimizer.zero_grad()
+        F.cross_entropy(net(tokens), answers).backward()
+        optimizer.step()
+    mean, std = LocalLearningCoefficient(num_draws=50).estimate(net, tokens, answers)
+    n_params = sum(p.numel() for p in net.parameters())
+    assert math.isfinite(mean) and 0 < mean < n_params / 2 and std >= 0  # at most half the parameter count
