@@ -1,4 +1,5 @@
 import importlib.util
+import json
 from pathlib import Path
 
 import pytest
@@ -90,6 +91,11 @@ def test_print_config_reproduces_itself(tmp_path, capsys):
     assert capsys.readouterr().out == printed
 
 
+def _text(value) -> str:
+    """A grid value as the sweep passes it on the command line (null, true, numbers as JSON)."""
+    return value if isinstance(value, str) else json.dumps(value)
+
+
 @pytest.mark.parametrize("path", [p for p in CONFIGS if _is_sweep(p)], ids=lambda p: str(p.relative_to(ROOT / "configs")))
 def test_every_sweep_builds_the_first_run_of_each_grid(path, tmp_path):
     spec = yaml.safe_load(path.read_text())
@@ -99,13 +105,13 @@ def test_every_sweep_builds_the_first_run_of_each_grid(path, tmp_path):
         init_from = params.get("model.init_args.init_from") or _init_from(ROOT / spec["base"])
         if "pretrain" in spec:  # the sweep's own pre-training of this run's task
             init_from = _pretrained_checkpoint(init_from, tmp_path, ROOT / spec["pretrain"]["base"],
-                                               [f"--{k}={params[k]}" for k in spec["pretrain"]["keys"]])
+                                               [f"--{k}={_text(params[k])}" for k in spec["pretrain"]["keys"]])
         elif init_from:
             init_from = _pretrained_checkpoint(init_from, tmp_path)
         if init_from:
-            params["model.init_args.init_from"] = init_from
-        args = ["-c", str(ROOT / spec["base"]), *[f"--{k}={str(v).lower() if isinstance(v, bool) else v}"
-                                                 for k, v in params.items()], "--trainer.logger=false"]
+            params["model.init_args.init_from"] = str(init_from)
+        args = ["-c", str(ROOT / spec["base"]), *[f"--{k}={_text(v)}" for k, v in params.items()],
+                "--trainer.logger=false"]
         cli = main(args, run=False)
         if "data.init_args.train_size" in params:
             assert cli.datamodule.train_size == params["data.init_args.train_size"]
