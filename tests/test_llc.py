@@ -85,3 +85,28 @@ def test_a_real_llc_estimate_is_positive_and_finite():
     mean, std = LocalLearningCoefficient(num_draws=50).estimate(net, tokens, answers)
     n_params = sum(p.numel() for p in net.parameters())
     assert math.isfinite(mean) and 0 < mean < n_params / 2 and std >= 0  # at most half the parameter count
+
+
+def test_the_llc_report_reads_the_estimates_back_beside_held_out_accuracy(tmp_path, capsys):
+    from torch.utils.tensorboard import SummaryWriter
+
+    from lit_grok.reports import llc as report
+
+    writer = SummaryWriter(str(tmp_path))
+    for step, (value, acc) in enumerate([(200.0, 0.1), (90.0, 0.5), (20.0, 0.995), (15.0, 1.0)]):
+        # TensorBoard holds a validation after s optimiser steps at s - 1
+        writer.add_scalar("llc/mean", value, 100 * (step + 1) - 1)
+        writer.add_scalar("llc/std", 1.0, 100 * (step + 1) - 1)
+        writer.add_scalar("val/acc", acc, 100 * (step + 1) - 1)
+    writer.close()
+    result = report.report(tmp_path)
+    assert result == {"estimates": 4, "peak": {"step": 100, "llc": 200.0}, "last": {"step": 400, "llc": 15.0},
+                      "grokked_step_0.99": 300}
+    assert (tmp_path / "llc.csv").read_text().splitlines()[1].startswith("100,200,1,0.1,")
+    assert (tmp_path / "llc.png").is_file()
+    with pytest.raises(SystemExit):
+        report.main(report.report, [str(tmp_path / "nothing")])  # not a folder
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SystemExit):
+        report.main(report.report, [str(tmp_path / "empty")])
+    assert "has no llc/mean" in capsys.readouterr().err
