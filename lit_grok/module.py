@@ -205,6 +205,25 @@ class GrokkingModule(branching.Branched, StepEngine, ConstrainedNorm, FilteredGr
         if self._trainer is not None and self.trainer.datamodule is not None:
             self.check_data(self.trainer.datamodule)
 
+    def check_data(self, datamodule: Any) -> None:
+        """Called by the CLI once the config is built (and at setup): the task a branch starts from, and that the
+        network reads the data's sequences, one forward pass on the first and last pair, so that a network with
+        too few positions (``op_token: true`` makes 4 tokens) is one line, not a shape error inside torch."""
+        super().check_data(datamodule)
+        tokens = getattr(datamodule, "tokens", None)
+        if tokens is None or len(tokens) == 0:
+            return
+        sample = tokens[[0, -1]].to(next(self.net.parameters()).device)  # [2, T]
+        try:
+            with torch.no_grad():
+                self.net(sample)
+        except (RuntimeError, IndexError) as error:
+            first = str(error).strip().splitlines()[0]
+            raise ValueError(f"{type(self.net).__name__} cannot read this data's {tokens.shape[1]}-token sequences "
+                             f"({first}): set its n_ctx to at least {tokens.shape[1]} "
+                             f"(model.init_args.network.init_args.n_ctx; a network named by class_path keeps "
+                             f"init_args such as n_ctx from the one it replaces).") from None
+
     def configure_optimizers(self):
         optimizer = fused_where_possible(self.make_optimizer(self.parameters()))
         if self._init_optimizer_state is not None:  # a branch with the pre-trained run's moments

@@ -63,6 +63,7 @@ def test_every_config_builds(path, tmp_path, capsys):
          "train_size must be between 1 and"),
         (["--data.init_args.train_size=10"], "give exactly one of train_size"),
         (["--data.init_args.modulus=1"], "modulus must be >= 2"),
+        (["--data.init_args.op_token=true"], "Transformer cannot read this data's 4-token sequences"),
     ],
 )
 def test_bad_value_is_one_clear_parser_error(override, message, capsys):
