@@ -1,5 +1,4 @@
 import importlib.util
-import json
 from pathlib import Path
 
 import pytest
@@ -8,6 +7,7 @@ import torch
 import yaml
 
 from lit_grok.cli import main
+from lit_grok.execution import _text  # a grid value as the sweep passes it (null, true: JSON)
 from lit_grok.sweep import expand
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -90,11 +90,6 @@ def test_print_config_reproduces_itself(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["fit", "-c", str(tmp_path / "printed.yaml"), "--print_config"])
     assert capsys.readouterr().out == printed
-
-
-def _text(value) -> str:
-    """A grid value as the sweep passes it on the command line (null, true, numbers as JSON)."""
-    return value if isinstance(value, str) else json.dumps(value)
 
 
 @pytest.mark.parametrize("path", [p for p in CONFIGS if _is_sweep(p)], ids=lambda p: str(p.relative_to(ROOT / "configs")))

@@ -96,10 +96,26 @@ class StopOnConvergence(pl.Callback):
             raise ValueError("StopOnConvergence(window_time=...) measures lr x weight decay x steps, and this run "
                              "has no weight decay: give window (a number of validations) instead.")
 
-    def _count_time(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        step = trainer.global_step
-        self.time += (step - self.time_step) * decay_rate(trainer, pl_module)
-        self.time_step = step
+    def update(self, step: int, values: list[float], rate: float = 0.0) -> bool:
+        """Adds one validation (the monitored metrics' values after ``step`` optimiser steps; ``rate``, lr x
+        weight decay per step since the last one, counts with ``window_time``) and says whether the rule is met.
+        The callback feeds it every validation; a report can replay recorded curves through it."""
+        if self.window_time is None:
+            self.history = (self.history + [values])[-self.window:]
+            if len(self.history) < self.window or step < self.min_steps:
+                return False
+        else:
+            self.time += (step - self.time_step) * rate
+            self.time_step = step
+            self.history, self.times = self.history + [values], self.times + [self.time]
+            # keep the latest entry at or before the window's start, and everything after it
+            slack = 1e-9 * self.time  # decay time is a float sum: 100 steps of 8e-3 make 79.99999..., not 80
+            start = self.time - self.window_time + slack
+            first = max([i for i, t in enumerate(self.times) if t <= start], default=0)
+            self.history, self.times = self.history[first:], self.times[first:]
+            if self.times[0] > start or self.time + slack < self.min_time or step < self.min_steps:
+                return False
+        return self.settled(self.history)
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking or self.converged:
@@ -108,22 +124,8 @@ class StopOnConvergence(pl.Callback):
         missing = [m for m in self.monitor if m not in metrics]
         if missing:
             raise KeyError(f"StopOnConvergence monitors {missing}, which were not logged; logged: {sorted(metrics)}.")
-        values = [float(metrics[m]) for m in self.monitor]
-        if self.window_time is None:
-            self.history = (self.history + [values])[-self.window:]
-            if len(self.history) < self.window or trainer.global_step < self.min_steps:
-                return
-        else:
-            self._count_time(trainer, pl_module)
-            self.history, self.times = self.history + [values], self.times + [self.time]
-            # keep the latest entry at or before the window's start, and everything after it
-            slack = 1e-9 * self.time  # decay time is a float sum: 100 steps of 8e-3 make 79.99999..., not 80
-            start = self.time - self.window_time + slack
-            first = max([i for i, t in enumerate(self.times) if t <= start], default=0)
-            self.history, self.times = self.history[first:], self.times[first:]
-            if self.times[0] > start or self.time + slack < self.min_time or trainer.global_step < self.min_steps:
-                return
-        if not self.settled(self.history):
+        rate = decay_rate(trainer, pl_module) if self.window_time is not None else 0.0
+        if not self.update(trainer.global_step, [float(metrics[m]) for m in self.monitor], rate):
             return
         self.converged_step = trainer.global_step
         for logger in trainer.loggers:

@@ -99,10 +99,9 @@ class LocalLearningCoefficient(pl.Callback):
         if (self.validations - 1) % self.every:
             return
         data = trainer.datamodule
-        rows = data.train_indices
+        rows = data.train_indices.to(data.tokens.device)  # tokens and answers share the device (setup)
         with torch.inference_mode(False), torch.enable_grad():
-            mean, std = self.estimate(pl_module.net, data.tokens[rows.to(data.tokens.device)].clone(),
-                                      data.answers[rows.to(data.answers.device)].clone())
+            mean, std = self.estimate(pl_module.net, data.tokens[rows], data.answers[rows])
         pl_module.log("llc/mean", mean)
         pl_module.log("llc/std", std)
 

@@ -99,10 +99,7 @@ def stop_step(history: list[tuple[int, list[float]]], rule: Rule) -> Optional[in
     rel_tol, abs_tol, window = rule
     stopper = StopOnConvergence(MONITOR, rel_tol=rel_tol, window=window,
                                 abs_tol={} if abs_tol is None else {MONITOR[1]: abs_tol})
-    for end in range(window, len(history) + 1):
-        if stopper.settled([values for _, values in history[end - window:end]]):
-            return history[end - 1][0]
-    return None
+    return next((step for step, values in history if stopper.update(step, values)), None)
 
 
 def rule_sensitivity(sweep_dir: Path, runs: list[str], rules: tuple[Rule, ...]) -> list[dict]:

@@ -15,10 +15,8 @@ import csv
 import re
 from collections import defaultdict
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Optional
 
-import torch
 import yaml
 
 from lit_grok.callbacks import StopOnConvergence
@@ -39,17 +37,9 @@ def rule_of(config: Path) -> tuple[dict, float, float]:
 def replay(rule: dict, lr: float, weight_decay: float, history: list[tuple[int, dict[str, float]]]
            ) -> Optional[int]:
     """The step at which ``StopOnConvergence(**rule)`` stops a run with these (step, metrics) validations."""
-    stop = StopOnConvergence(**{**rule, "monitor": tuple(rule.get("monitor", StopOnConvergence().monitor))})
-    group = {"lr": lr, "weight_decay": weight_decay}
-    trainer = SimpleNamespace(sanity_checking=False, loggers=[], should_stop=False, global_step=0,
-                              optimizers=[SimpleNamespace(param_groups=[group])])
-    for step, metrics in history:
-        trainer.global_step = step
-        trainer.callback_metrics = {k: torch.tensor(v) for k, v in metrics.items()}
-        stop.on_validation_end(trainer, None)
-        if trainer.should_stop:
-            return step
-    return None
+    stop = StopOnConvergence(**rule)
+    return next((step for step, metrics in history
+                 if stop.update(step, [metrics[m] for m in stop.monitor], lr * weight_decay)), None)
 
 
 def check(config: Path, curves: list[Path]) -> list[dict]:
