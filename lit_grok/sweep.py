@@ -6,7 +6,9 @@ Every run is ``python -m lit_grok fit -c <base> --<key>=<value> ...`` logged to 
 ``<save_dir>/<name>/<run id>/version_0/``. A finished run leaves ``result.json`` there (its parameters,
 final metrics, grok events and convergence) and is skipped when the sweep is run again; an unfinished
 one resumes from its ``checkpoints/last.ckpt`` (or starts afresh without one), and a failed one (recorded
-with ``failed`` and its ``error``) is trained again. ``<save_dir>/<name>/summary.csv`` is rewritten after
+with ``failed`` and its ``error``) is trained again. ``restore: [CSV, ...]`` names summaries of earlier runs of
+the sweep kept elsewhere (``logs/`` is not in git; a results page keeps its summary.csv): a run recorded there
+counts as done on a machine that never trained it, so a fresh checkout trains only what is missing. ``<save_dir>/<name>/summary.csv`` is rewritten after
 every run, by the sweep's process alone. ``--workers N`` trains N groups at once on Ray
 (``lit_grok.distributed``); ``lit_grok.execution`` trains one group wherever it is called.
 
@@ -194,6 +196,43 @@ def _train(base: str, overrides: dict[str, Any], groups: list[Group], progress: 
         write_summary(sweep_dir)  # by the driver alone, as each group's results arrive
 
 
+def _cell(text: str) -> Any:
+    """A summary.csv cell as the result.json value it was written from: bool, int, float or string."""
+    if text in ("True", "False"):
+        return text == "True"
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def restore_runs(sweep_dir: Path, runs: list[dict[str, Any]], summaries: list[str]) -> int:
+    """Writes result.json for each of ``runs`` that a summary CSV records as finished and not failed, and that
+    has no result.json here (``restored_from`` names the CSV); returns how many. A row whose run is not in this
+    sweep's grid is left out; a row without a ``run`` column's name is refused in one line."""
+    wanted = {run_id(params): params for params in runs}
+    restored = 0
+    for summary in summaries:
+        if not Path(summary).is_file():
+            raise FileNotFoundError(f"restore: {summary!r} does not exist.")
+        with open(summary, newline="") as f:
+            rows = list(csv.DictReader(f))
+        if rows and "run" not in rows[0]:
+            raise ValueError(f"restore: {summary} has no 'run' column: give a sweep's summary.csv.")
+        for row in rows:
+            params = wanted.get(row["run"])
+            result = sweep_dir / row["run"] / "version_0" / RESULT
+            if params is None or row.get("failed") == "True" or result.exists():
+                continue
+            record = {**params, **{key: _cell(value) for key, value in row.items() if value not in ("", None)}}
+            result.parent.mkdir(parents=True, exist_ok=True)
+            result.write_text(json.dumps({**record, "restored_from": summary}, indent=1))
+            restored += 1
+    return restored
+
+
 def _pending(sweep_dir: Path, runs: list[dict[str, Any]], progress: Progress) -> Group:
     """The runs without a successful result.json (the others are skipped, one line each)."""
     pending = []
@@ -226,7 +265,8 @@ def _pretrained(sweep_dir: Path, pretrain: dict[str, Any], plan: list[dict[str, 
 def sweep(base: Optional[str] = None, name: Optional[str] = None, grids: Optional[list[dict[str, list[Any]]]] = None,
           overrides: Optional[dict[str, Any]] = None,
           save_dir: str = "logs", report: Optional[str] = None, max_members: int = 16, workers: int = 1,
-          address: Optional[str] = None, pretrain: Optional[dict[str, Any]] = None, runs_per_gpu: int = 1) -> Path:
+          address: Optional[str] = None, pretrain: Optional[dict[str, Any]] = None, runs_per_gpu: int = 1,
+          restore: Optional[list[str]] = None) -> Path:
     """Runs every combination of ``grids`` (a list of {config key: [values]}) on top of ``base``.
 
     Args:
@@ -247,6 +287,9 @@ def sweep(base: Optional[str] = None, name: Optional[str] = None, grids: Optiona
             and start each run from its pre-trained network (``model.init_args.init_from``, its ``last.ckpt``).
         runs_per_gpu: on Ray, how many one-GPU groups share a GPU (each asks for 1 / runs_per_gpu of one); a
             run at this model size uses a few percent of a GPU.
+        restore: summary CSVs of this sweep's runs trained elsewhere (e.g. committed beside a results page): the
+            runs they record as finished are skipped and appear in the summary and the report, marked
+            ``restored_from``. Runs already finished here keep their own result.
     """
     if not base or not name:
         raise ValueError("a sweep needs base (the config every run starts from) and name (its folder).")
@@ -270,9 +313,13 @@ def sweep(base: Optional[str] = None, name: Optional[str] = None, grids: Optiona
     base = snapshot_config(base, sweep_dir / SNAPSHOT)  # a YAML edited while the sweep runs changes nothing
     if pretrain:
         pretrain = {**pretrain, "base": snapshot_config(pretrain["base"], sweep_dir / PRETRAIN_DIR / SNAPSHOT)}
+    if restore:
+        restore_runs(sweep_dir, runs, restore)
     progress = Progress(len(runs))
     pending = _pending(sweep_dir, runs, progress)
     if pretrain and pending:
+        # only the networks some pending run starts from: a task whose every run is done needs none
+        plan = [params for params in plan if any(all(run[1][k] == v for k, v in params.items()) for run in pending)]
         checkpoints = _pretrained(sweep_dir, pretrain, plan, workers, address, runs_per_gpu)
         pending = [(i, {**params, INIT_FROM: checkpoints[run_id({k: params[k] for k in pretrain["keys"]})]}, log_dir)
                    for i, params, log_dir in pending]

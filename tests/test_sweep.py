@@ -296,6 +296,24 @@ def test_a_sweep_pretrains_once_per_task_and_branches_every_run_from_its_own_net
     with pytest.raises(ValueError, match="not in every grid"):
         sweep(**{**kwargs, "pretrain": {"base": kwargs["pretrain"]["base"], "keys": ["data.init_args.modulus"]}})
 
+    # on a machine without these logs (logs/ is not in git), a kept summary stands for the finished runs:
+    # only a missing run is trained, and only the network it starts from
+    kept = tmp_path / "kept.csv"
+    kept.write_text((tmp_path / "tasks" / "summary.csv").read_text())
+    grids = kwargs["grids"] + [{"data.init_args.operation": ["sub"], "data.init_args.train_size": [45]}]
+    again = list(csv.DictReader(sweep(**{**kwargs, "name": "again", "grids": grids, "restore": [str(kept)]}).open()))
+    assert "5 runs (1 trained now, 4 skipped as done)" in capsys.readouterr().out
+    assert [p.parents[2].name for p in (tmp_path / "again" / "pretrain").glob("*/version_0/checkpoints/last.ckpt")] \
+        == ["operation=sub"]
+    restored = {r["run"]: r for r in again if r.get("restored_from")}
+    assert sorted(restored) == sorted(r["run"] for r in rows)
+    assert {r["restored_from"] for r in restored.values()} == {str(kept)}
+    assert all(restored[r["run"]]["val/acc"] == r["val/acc"] and restored[r["run"]]["converged"] == r["converged"]
+               for r in rows)  # the kept values, unchanged
+    (tmp_path / "bad.csv").write_text("task,val/acc\nadd,0.5\n")
+    with pytest.raises(ValueError, match="no 'run' column"):
+        sweep(**{**kwargs, "name": "bad", "restore": [str(tmp_path / "bad.csv")]})
+
 
 def test_the_tasks_report_draws_a_panel_per_task_and_finds_each_lines_crossing(tmp_path):
     from lit_grok.reports import ungrok_tasks
