@@ -1,9 +1,11 @@
 """The local learning coefficient callback: its glue around devinterp (a fake estimator here, as devinterp is an
 optional extra), its one-line message when devinterp is missing, and a real estimate where it is installed."""
 
+import csv
 import math
 import sys
 from functools import partial
+from pathlib import Path
 
 import pytest
 import pytorch_lightning as pl
@@ -82,9 +84,14 @@ def test_a_real_llc_estimate_is_positive_and_finite():
         optimizer.zero_grad()
         F.cross_entropy(net(tokens), answers).backward()
         optimizer.step()
-    mean, std = LocalLearningCoefficient(num_draws=50).estimate(net, tokens, answers)
+    result = LocalLearningCoefficient(num_draws=50).sample(net, tokens, answers)
+    mean, std = result["mean"], result["std"]
     n_params = sum(p.numel() for p in net.parameters())
     assert math.isfinite(mean) and 0 < mean < n_params / 2 and std >= 0  # at most half the parameter count
+    # the chains' trace, for calibration: 2 chains x 50 draws, whose mean gives the estimate back
+    assert [len(chain) for chain in result["trace"]] == [50, 50]
+    per_chain = [result["n_beta"] * (sum(c) / len(c) - result["init_loss"]) for c in result["trace"]]
+    assert sum(per_chain) / 2 == pytest.approx(mean, rel=1e-4)
 
 
 def test_the_llc_report_reads_the_estimates_back_beside_held_out_accuracy(tmp_path, capsys):
@@ -110,3 +117,45 @@ def test_the_llc_report_reads_the_estimates_back_beside_held_out_accuracy(tmp_pa
     with pytest.raises(SystemExit):
         report.main(report.report, [str(tmp_path / "empty")])
     assert "has no llc/mean" in capsys.readouterr().err
+
+
+def test_the_calibration_check_tells_a_flat_chain_from_a_climbing_or_diverged_one():
+    from lit_grok.callbacks.llc import plateau
+
+    flat = [[1.0 + 0.5 * (1 - math.exp(-t / 3)) for t in range(40)]] * 2  # risen by draw ~10, flat after
+    climbing = [[1.0 + 0.01 * t for t in range(40)]]  # still rising at the end
+    assert plateau(flat, init_loss=1.0, n_beta=10) < 0.01
+    assert plateau(climbing, init_loss=1.0, n_beta=10) == pytest.approx(10 / 34.5, rel=1e-6)  # quarters 20-29 and 30-39
+    assert plateau(flat + climbing, 1.0, 10) == plateau(climbing, 1.0, 10)  # the worst chain counts
+    assert math.isnan(plateau([[1.0, math.inf] * 10], 1.0, 10))  # a diverged chain
+    assert math.isnan(plateau([[1.0] * 7], 1.0, 10))  # too short to tell
+
+
+def test_the_calibration_report_estimates_each_checkpoint_at_each_step_size(monkeypatch, tmp_path):
+    from lit_grok.cli import main
+    from lit_grok.reports import llc_calibration
+
+    class FakeDataset:
+        @staticmethod
+        def from_dict(columns):
+            return FakeDataset()
+
+        def with_format(self, kind):
+            return self
+
+    def fake_llc(model, data, observables, *, lr, n_beta, num_draws, **kwargs):  # climbs faster at larger lr
+        trace = [[2.0 - math.exp(-lr * 100 * t) for t in range(num_draws)]] * kwargs["num_chains"]
+        return {"llc_mean": torch.tensor(lr), "llc_std": torch.tensor(0.0), "loss_trace": trace, "init_loss": 1.0}
+
+    monkeypatch.setattr(llc_module, "import_llc", lambda: (fake_llc, FakeDataset))
+    config = str(Path(__file__).resolve().parents[1] / "configs/cpu/grok.yaml")
+    model = main(["-c", config, "--trainer.logger=false"], run=False).model
+    checkpoint = tmp_path / "step7.ckpt"
+    torch.save({"state_dict": model.state_dict(), "global_step": 7}, checkpoint)
+    llc_calibration.main([config, str(tmp_path / "out"), str(checkpoint), "--lr", "1e-4", "1e-2", "--draws", "40"])
+    rows = list(csv.DictReader((tmp_path / "out" / "llc_calibration.csv").open()))
+    assert [(r["step"], float(r["lr"]), float(r["llc_mean"])) for r in rows] == [("7", 1e-4, 1e-4), ("7", 1e-2, 1e-2)]
+    assert float(rows[0]["late_rise"]) > 0.05 > float(rows[1]["late_rise"])  # the small step has not flattened
+    assert (tmp_path / "out" / "llc_calibration.png").stat().st_size > 0
+    with pytest.raises(SystemExit):
+        llc_calibration.main([config, str(tmp_path / "out"), str(tmp_path / "missing.ckpt")])

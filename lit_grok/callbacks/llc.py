@@ -10,6 +10,7 @@ import math
 import tempfile
 from typing import Any, Optional
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
@@ -67,8 +68,10 @@ class LocalLearningCoefficient(pl.Callback):
                                         localization=self.localization, chains=self.num_chains,
                                         draws=self.num_draws, batch_size=self.batch_size, seed=self.seed)
 
-    def estimate(self, net: torch.nn.Module, tokens: torch.Tensor, answers: torch.Tensor) -> tuple[float, float]:
-        """(mean, std over chains) of the LLC of ``net`` on these pairs (tokens [N, T], answers [N])."""
+    def sample(self, net: torch.nn.Module, tokens: torch.Tensor, answers: torch.Tensor) -> dict[str, Any]:
+        """devinterp's estimate of the LLC of ``net`` on these pairs (tokens [N, T], answers [N]): ``mean`` and
+        ``std`` over chains, ``n_beta``, ``init_loss`` (the loss at the weights) and ``trace`` (per chain, the
+        mean sampled loss at each draw; empty where the estimator gives none), for ``plateau``."""
         llc, Dataset = import_llc()
         n = len(answers)
         batch = min(self.batch_size or n, n, 4096)
@@ -90,7 +93,15 @@ class LocalLearningCoefficient(pl.Callback):
                          num_draws=self.num_draws, batch_size=batch, localization=self.localization,
                          loss_fn=loss_fn, device=device, init_seed=self.seed, num_init_loss_batches=1,
                          output_path=f"{folder}/samples.zarr")
-        return float(result["llc_mean"]), float(result["llc_std"])
+            trace = np.asarray(result["loss_trace"]).tolist() if "loss_trace" in result else []  # [chains][draws]
+            init_loss = float(result["init_loss"]) if "init_loss" in result else math.nan
+        return {"mean": float(result["llc_mean"]), "std": float(result["llc_std"]), "n_beta": n_beta,
+                "init_loss": init_loss, "trace": trace}
+
+    def estimate(self, net: torch.nn.Module, tokens: torch.Tensor, answers: torch.Tensor) -> tuple[float, float]:
+        """(mean, std over chains) of the LLC of ``net`` on these pairs (tokens [N, T], answers [N])."""
+        result = self.sample(net, tokens, answers)
+        return result["mean"], result["std"]
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking:
@@ -110,3 +121,20 @@ class LocalLearningCoefficient(pl.Callback):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.validations = state_dict["validations"]
+
+
+def plateau(trace: list[list[float]], init_loss: float, n_beta: float) -> float:
+    """How far an SGLD chain was still climbing at its end, the calibration check devinterp's guidance asks
+    for: on the LLC scale n_beta x (sampled loss - init_loss), the rise from the draws' third quarter to their
+    last, as a fraction of the last quarter's level; the largest over chains. Near 0: the chains have
+    flattened (a usable step size); large: still climbing (too small a step, or too few draws); NaN: a chain
+    diverged or the trace is too short (under 8 draws)."""
+    worst = 0.0
+    for chain in trace:
+        quarter = len(chain) // 4
+        if quarter < 2 or not all(math.isfinite(x) for x in chain):
+            return math.nan
+        third = n_beta * (sum(chain[-2 * quarter:-quarter]) / quarter - init_loss)
+        last = n_beta * (sum(chain[-quarter:]) / quarter - init_loss)
+        worst = max(worst, abs(last - third) / max(abs(last), 1e-12))
+    return worst
