@@ -42,13 +42,14 @@ class LocalLearningCoefficient(pl.Callback):
         lr: SGLD step size (epsilon).
         n_beta: inverse temperature; default n / log n for n training pairs (the usual choice).
         localization: the pull back to the current weights (gamma).
-        num_chains, num_draws: SGLD chains and draws per chain.
+        num_chains, num_draws: SGLD chains and draws per chain (400: where the chains flattened at step size
+            1e-4 in lit_grok's calibration at P=53, docs/results/llc.md; ``reports.llc_calibration`` checks a setting).
         batch_size: pairs per SGLD step; default all training pairs (capped at 4096).
         seed: the chains' seed.
     """
 
     def __init__(self, every_n_validations: int = 10, lr: float = 1e-4, n_beta: Optional[float] = None,
-                 localization: float = 100.0, num_chains: int = 2, num_draws: int = 100,
+                 localization: float = 100.0, num_chains: int = 2, num_draws: int = 400,
                  batch_size: Optional[int] = None, seed: int = 100) -> None:
         for name, value in (("every_n_validations", every_n_validations), ("num_chains", num_chains),
                             ("num_draws", num_draws)):
