@@ -337,6 +337,12 @@ def test_ratio_report_orders_the_sizes_and_measures_the_rise(tmp_path):
         csv.writer(f).writerow(["d", 12769, 40.0, -1e-13, "", 4200, "True"])
     result = ratio.report(tmp_path)
     assert result["mem_logit_not_positive_at"] == [12769] and result["orders_of_magnitude"] == pytest.approx(4.0)
+    rows = list(csv.DictReader((tmp_path / "summary.csv").open()))
+    with open(tmp_path / "summary.csv", "w", newline="") as f:  # a failed run (no metrics) is left out, not a crash
+        w = csv.DictWriter(f, fieldnames=[*rows[0], "failed"])
+        w.writeheader()
+        w.writerows(rows + [{"run": "e", "failed": "True"}])
+    assert ratio.report(tmp_path)["orders_of_magnitude"] == pytest.approx(4.0)
 
 
 def test_the_efficiency_report_judges_a_sweep_by_its_own_configs_rule(tmp_path):
