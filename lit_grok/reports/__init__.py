@@ -11,10 +11,11 @@ from typing import Callable, NoReturn, Optional
 
 
 def read_summary(sweep_dir: Path, numbers: tuple[str, ...] = ()) -> list[dict]:
-    """The sweep's summary.csv as a list of rows: strings, except the ``numbers`` columns, read as floats
-    (NaN where a run left the column empty or lacks it)."""
+    """The sweep's finished runs from its summary.csv, as a list of rows: strings, except the ``numbers``
+    columns, read as floats (NaN where a run left the column empty or lacks it). A failed run's row (``failed``:
+    its error, no metrics) is left out: the sweep itself reports those, and the trained runs are still a figure."""
     with open(Path(sweep_dir) / "summary.csv") as f:
-        rows = list(csv.DictReader(f))
+        rows = [row for row in csv.DictReader(f) if row.get("failed") != "True"]
     for row in rows:
         for key in numbers:
             row[key] = float(row[key]) if row.get(key) not in (None, "") else math.nan

@@ -36,8 +36,7 @@ def full_data_point(init_from: str) -> dict | None:
 def report(sweep_dir: Path) -> dict:
     """Writes ratio.csv, ratio.png and ratio.json in the sweep folder."""
     sweep_dir = Path(sweep_dir)
-    rows = [r for r in read_summary(sweep_dir, (GEN, MEM, "data/train_size", "val/acc", "step"))
-            if r.get("failed") != "True"]  # a failed run has no metrics: the others are still the figure
+    rows = read_summary(sweep_dir, (GEN, MEM, "data/train_size", "val/acc", "step"))
     points = [{"run": r["run"], "D": int(r["data/train_size"]), "gen": r[GEN], "mem": r[MEM], "val/acc": r["val/acc"],
                "step": int(r["step"]), "converged": r.get("converged") == "True"} for r in rows]
     sources = {r.get(INIT_FROM) or init_from(run_config(sweep_dir, r["run"])) for r in rows} - {None, ""}

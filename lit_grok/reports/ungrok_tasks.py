@@ -41,7 +41,7 @@ def report(sweep_dir: Path) -> dict:
     from matplotlib.figure import Figure
 
     sweep_dir = Path(sweep_dir)
-    rows = [r for r in load(sweep_dir) if r.get("failed") != "True"]
+    rows = load(sweep_dir)
     if not rows or OPERATION not in rows[0]:
         raise KeyError(OPERATION)
     by_task = lines(rows)
