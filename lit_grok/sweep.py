@@ -8,9 +8,10 @@ final metrics, grok events and convergence) and is skipped when the sweep is run
 one resumes from its ``checkpoints/last.ckpt`` (or starts afresh without one), and a failed one (recorded
 with ``failed`` and its ``error``) is trained again. ``restore: [CSV, ...]`` names summaries of earlier runs of
 the sweep kept elsewhere (``logs/`` is not in git; a results page keeps its summary.csv): a run recorded there
-counts as done on a machine that never trained it, so a fresh checkout trains only what is missing. ``<save_dir>/<name>/summary.csv`` is rewritten after
-every run, by the sweep's process alone. ``--workers N`` trains N groups at once on Ray
-(``lit_grok.distributed``); ``lit_grok.execution`` trains one group wherever it is called.
+counts as done on a machine that never trained it, so a fresh checkout trains only what is missing.
+``<save_dir>/<name>/summary.csv`` is rewritten after every run, by the sweep's process alone. ``--workers N``
+trains N groups at once on Ray (``lit_grok.distributed``); ``lit_grok.execution`` trains one group wherever it
+is called.
 
 Runs whose configs differ only in what ensemble members may differ in (``MEMBER_KEYS``: seeds, D, data
 seed, labels, learning rate, weight decay, callbacks) train together, up to ``max_members`` at a time, as
@@ -318,8 +319,8 @@ def sweep(base: Optional[str] = None, name: Optional[str] = None, grids: Optiona
     progress = Progress(len(runs))
     pending = _pending(sweep_dir, runs, progress)
     if pretrain and pending:
-        # only the networks some pending run starts from: a task whose every run is done needs none
-        plan = [params for params in plan if any(all(run[1][k] == v for k, v in params.items()) for run in pending)]
+        # only the networks the pending runs start from: a task whose runs are all done needs none
+        plan = _pretrain_plan(pretrain, [params for _, params, _ in pending])
         checkpoints = _pretrained(sweep_dir, pretrain, plan, workers, address, runs_per_gpu)
         pending = [(i, {**params, INIT_FROM: checkpoints[run_id({k: params[k] for k in pretrain["keys"]})]}, log_dir)
                    for i, params, log_dir in pending]

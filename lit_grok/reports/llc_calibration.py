@@ -78,7 +78,8 @@ def write(out: Path, table: list[dict], traces: dict) -> None:
 
 
 def main(argv: Optional[list[str]] = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m lit_grok.reports.llc_calibration", description=__doc__.split("\n\n")[0],
+    parser = argparse.ArgumentParser(prog="python -m lit_grok.reports.llc_calibration",
+                                     description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("config", help="the run's config (its task, split and network)")
     parser.add_argument("out", help="the folder for llc_calibration.csv and .png")
