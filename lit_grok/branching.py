@@ -37,6 +37,23 @@ def read_checkpoint(path: str, option: str = "init_from") -> dict[str, Any]:
     return checkpoint
 
 
+def save_network(path: str, out: Path, record: Optional[dict[str, Any]] = None) -> Path:
+    """Writes the network of the checkpoint at ``path`` to ``out`` with its task and config, and ``record`` (plain
+    values: what the run measured), but no optimiser or training state: all a branch needs (``init_from``),
+    about a third of the checkpoint's size, small enough to keep beside a results page."""
+    checkpoint = read_checkpoint(path)
+    kept = {"state_dict": {k: v.clone() for k, v in checkpoint["state_dict"].items() if k.startswith(NET_PREFIX)}}
+    kept.update({key: checkpoint[key] for key in ("hyper_parameters", "datamodule_hyper_parameters")
+                 if key in checkpoint})
+    if record is not None:
+        kept["record"] = record
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.with_name(out.name + ".partial")
+    torch.save(kept, partial)
+    partial.replace(out)  # never a truncated file under the final name
+    return out
+
+
 def config_writing(path: str, configs: Path = Path("configs")) -> Optional[str]:
     """The run file under ``configs`` whose run writes the checkpoint ``path``
     (``<save_dir>/<name>/version_N/checkpoints/<file>``, its logger's save_dir and name), if there is one."""

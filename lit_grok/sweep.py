@@ -34,6 +34,7 @@ from typing import Any, Optional
 
 from jsonargparse import CLI
 
+from lit_grok.branching import save_network
 from lit_grok.execution import Group, lost_records, run_args, run_group, run_id
 from lit_grok.runs import parse_config, snapshot_config
 
@@ -155,10 +156,10 @@ PRETRAIN_DIR = "pretrain"
 
 def _pretrain_plan(pretrain: dict[str, Any], runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The distinct values of ``pretrain["keys"]`` among the runs, in the sweep's order: one pre-training each."""
-    if not {"base", "keys"} <= set(pretrain) <= {"base", "keys", "overrides"} \
+    if not {"base", "keys"} <= set(pretrain) <= {"base", "keys", "overrides", "weights"} \
             or not isinstance(pretrain["keys"], list) or not pretrain["keys"]:
-        raise ValueError(f"pretrain must be {{base: CONFIG, keys: [config keys], overrides: {{...}} (optional)}}, "
-                         f"got {pretrain!r}.")
+        raise ValueError(f"pretrain must be {{base: CONFIG, keys: [config keys], overrides: {{...}} (optional), "
+                         f"weights: FOLDER (optional)}}, got {pretrain!r}.")
     if not Path(pretrain["base"]).is_file():
         raise FileNotFoundError(f"pretrain base config {pretrain['base']!r} does not exist.")
     plan: list[dict[str, Any]] = []
@@ -249,18 +250,29 @@ def _pending(sweep_dir: Path, runs: list[dict[str, Any]], progress: Progress) ->
 
 def _pretrained(sweep_dir: Path, pretrain: dict[str, Any], plan: list[dict[str, Any]], workers: int,
                 address: Optional[str], runs_per_gpu: int) -> dict[str, str]:
-    """Trains the pre-trainings that have not finished; returns run id -> its last.ckpt, for init_from."""
+    """Trains the pre-trainings that have not finished; returns run id -> its network, for init_from: its
+    last.ckpt, or with ``weights: FOLDER`` the kept ``FOLDER/<run id>.ckpt`` (written there once trained)."""
     folder = sweep_dir / PRETRAIN_DIR
+    weights = Path(pretrain["weights"]) if pretrain.get("weights") else None
+    kept = {run_id(params): weights / f"{run_id(params)}.ckpt" for params in plan} if weights else {}
     progress = Progress(len(plan))
-    pending = _pending(folder, plan, progress)
+    for params in plan:
+        if run_id(params) in kept and kept[run_id(params)].is_file():
+            progress.skipped += 1
+            progress.line(f"{run_id(params)}: kept in {kept[run_id(params)]}, not trained")
+    pending = _pending(folder, [p for p in plan if not (run_id(p) in kept and kept[run_id(p)].is_file())], progress)
     _train(pretrain["base"], pretrain.get("overrides") or {}, [[run] for run in pending], progress, folder, workers,
            address, runs_per_gpu)
     failed = failed_runs(write_summary(folder))
     if failed:
         raise ValueError(f"pre-training {', '.join(failed)} failed (its error is in {folder}/summary.csv); the "
                          f"runs that start from it were not trained. Running the sweep again trains it again.")
-    return {run_id(params): str(folder / run_id(params) / "version_0" / "checkpoints" / "last.ckpt")
-            for params in plan}
+    last = {run_id(params): folder / run_id(params) / "version_0" / "checkpoints" / "last.ckpt" for params in plan}
+    for name, out in kept.items():
+        if not out.is_file():
+            record = json.loads((last[name].parents[1] / RESULT).read_text())
+            save_network(str(last[name]), out, record)
+    return {name: str(kept.get(name, path)) for name, path in last.items()}
 
 
 def sweep(base: Optional[str] = None, name: Optional[str] = None, grids: Optional[list[dict[str, list[Any]]]] = None,
@@ -283,9 +295,11 @@ def sweep(base: Optional[str] = None, name: Optional[str] = None, grids: Optiona
             this machine's cores; 1 trains them one after another in this process (no Ray needed).
         address: a Ray cluster to run the groups on (``ray start --head`` prints it); its nodes' CPUs are
             shared among ``workers`` workers.
-        pretrain: ``{base: CONFIG, keys: [config keys], overrides: {...}}``: before the runs, train ``base``
-            (with ``overrides``, if given) once per distinct value of ``keys`` among them, with those keys set,
-            and start each run from its pre-trained network (``model.init_args.init_from``, its ``last.ckpt``).
+        pretrain: ``{base: CONFIG, keys: [config keys], overrides: {...}, weights: FOLDER}``: before the runs,
+            train ``base`` (with ``overrides``, if given) once per distinct value of ``keys`` among them, with those
+            keys set, and start each run from its pre-trained network (``model.init_args.init_from``, its
+            ``last.ckpt``). With ``weights``, a network kept there (``<run id>.ckpt``, weights only) is used
+            instead of training it, and each one trained is written there.
         runs_per_gpu: on Ray, how many one-GPU groups share a GPU (each asks for 1 / runs_per_gpu of one); a
             run at this model size uses a few percent of a GPU.
         restore: summary CSVs of this sweep's runs trained elsewhere (e.g. committed beside a results page): the

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from lit_grok.reports.efficiency import d_crit, estimate, norm_at
 from lit_grok.sweep import expand, run_id, sweep
@@ -310,6 +311,24 @@ def test_a_sweep_pretrains_once_per_task_and_branches_every_run_from_its_own_net
     assert {r["restored_from"] for r in restored.values()} == {str(kept)}
     assert all(restored[r["run"]]["val/acc"] == r["val/acc"] and restored[r["run"]]["converged"] == r["converged"]
                for r in rows)  # the kept values, unchanged
+    # kept networks: a sweep writes each network it pre-trains to `weights`, weights only, and a sweep
+    # elsewhere starts from that file instead of training it again; the branch is the same as from last.ckpt
+    weights = tmp_path / "weights"
+    one = {**kwargs, "grids": [{"data.init_args.operation": ["add"], "data.init_args.train_size": [30]}],
+           "pretrain": {**kwargs["pretrain"], "weights": str(weights)}}
+    first = list(csv.DictReader(sweep(**{**one, "name": "w1"}).open()))
+    assert [p.name for p in weights.iterdir()] == ["operation=add.ckpt"]
+    net = torch.load(weights / "operation=add.ckpt", weights_only=True)
+    assert "optimizer_states" not in net and net["record"]["step"] == 20
+    assert net["state_dict"] and all(key.startswith("net.") for key in net["state_dict"])
+    capsys.readouterr()
+    second = list(csv.DictReader(sweep(**{**one, "name": "w2"}).open()))
+    assert "operation=add: kept in" in capsys.readouterr().out
+    assert not (tmp_path / "w2" / "pretrain" / "operation=add").exists()  # nothing trained again
+    original = next(r for r in rows if r["run"] == "operation=add-train_size=30")
+    for row in first + second:
+        assert row["model.init_args.init_from"] == str(weights / "operation=add.ckpt")
+        assert row["val/acc"] == original["val/acc"] and row["train/loss"] == original["train/loss"]
     (tmp_path / "bad.csv").write_text("task,val/acc\nadd,0.5\n")
     with pytest.raises(ValueError, match="no 'run' column"):
         sweep(**{**kwargs, "name": "bad", "restore": [str(tmp_path / "bad.csv")]})
