@@ -144,13 +144,15 @@ class OneLineParser(LightningArgumentParser):
 
 
 class SaveConfigToTensorBoard(SaveConfigCallback):
-    """Writes the resolved config to ``config.yaml`` in the run's folder and as text in TensorBoard. A run
-    resumed into its own folder keeps the original ``config.yaml`` and writes the resumed run's config beside
+    """Writes the resolved config to ``config.yaml`` in the run's folder and as text in TensorBoard (nothing for
+    a run without a logger, which has no folder). A run resumed into its own folder keeps the original ``config.yaml`` and writes the resumed run's config beside
     it as ``config.resume_1.yaml`` (then ``_2``, ...)."""
 
     resuming = False  # set by GrokCLI when the run continues from a checkpoint
 
     def setup(self, trainer: Trainer, pl_module: Any, stage: str) -> None:
+        if not trainer.loggers:  # no run folder: Lightning would write config.yaml into the working directory
+            return
         log_dir = trainer.log_dir  # a broadcast under DDP: every rank asks
         if self.resuming and log_dir and os.path.isfile(os.path.join(log_dir, self.config_filename)):
             n = 1

@@ -67,6 +67,14 @@ def test_tiny_config_groks_and_logs_every_metric(tiny_args):
     assert at == value - 1 and scalars(str(log_dir), "val/acc")[at] >= 0.99  # ...beside the val/acc that made it
 
 
+def test_a_run_without_a_logger_leaves_no_config_in_the_working_directory(tiny_args, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cli = main(["fit", *tiny_args, "--trainer.logger=false", "--trainer.max_steps=2",
+                "--trainer.enable_checkpointing=false"])
+    assert cli.trainer.global_step == 2
+    assert not list(tmp_path.glob("*.yaml"))  # Lightning's default writes config.yaml into the cwd
+
+
 def test_resume_continues_exactly(tiny_args, tmp_path):
     checkpoint = ('--trainer.callbacks=[{"class_path": "pytorch_lightning.callbacks.ModelCheckpoint", '
                   '"init_args": {"every_n_train_steps": 20, "save_top_k": -1, "save_last": true}}]')
