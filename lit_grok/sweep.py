@@ -154,7 +154,7 @@ SNAPSHOT = "base.yaml"  # the base config as the sweep read it when it started
 PRETRAIN_DIR = "pretrain"
 
 
-def _pretrain_plan(pretrain: dict[str, Any], runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def pretrain_plan(pretrain: dict[str, Any], runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The distinct values of ``pretrain["keys"]`` among the runs, in the sweep's order: one pre-training each."""
     if not {"base", "keys"} <= set(pretrain) <= {"base", "keys", "overrides", "weights"} \
             or not isinstance(pretrain["keys"], list) or not pretrain["keys"]:
@@ -210,6 +210,23 @@ def _cell(text: str) -> Any:
     return text
 
 
+def finished_rows(summary: str) -> list[dict[str, str]]:
+    """The rows of a kept summary.csv (``restore``) that record a finished run, not a failed one."""
+    if not Path(summary).is_file():
+        raise FileNotFoundError(f"restore: {summary!r} does not exist.")
+    with open(summary, newline="") as f:
+        rows = list(csv.DictReader(f))
+    if rows and "run" not in rows[0]:
+        raise ValueError(f"restore: {summary} has no 'run' column: give a sweep's summary.csv.")
+    return [row for row in rows if row.get("failed") != "True"]
+
+
+def kept_network(pretrain: dict[str, Any], params: dict[str, Any]) -> Optional[Path]:
+    """The network ``pretrain["weights"]`` keeps for the pre-training with these key values, if it has one."""
+    path = Path(pretrain.get("weights") or ".") / f"{run_id(params)}.ckpt"
+    return path if pretrain.get("weights") and path.is_file() else None
+
+
 def restore_runs(sweep_dir: Path, runs: list[dict[str, Any]], summaries: list[str]) -> int:
     """Writes result.json for each of ``runs`` that a summary CSV records as finished and not failed, and that
     has no result.json here (``restored_from`` names the CSV); returns how many. A row whose run is not in this
@@ -217,16 +234,10 @@ def restore_runs(sweep_dir: Path, runs: list[dict[str, Any]], summaries: list[st
     wanted = {run_id(params): params for params in runs}
     restored = 0
     for summary in summaries:
-        if not Path(summary).is_file():
-            raise FileNotFoundError(f"restore: {summary!r} does not exist.")
-        with open(summary, newline="") as f:
-            rows = list(csv.DictReader(f))
-        if rows and "run" not in rows[0]:
-            raise ValueError(f"restore: {summary} has no 'run' column: give a sweep's summary.csv.")
-        for row in rows:
+        for row in finished_rows(summary):
             params = wanted.get(row["run"])
             result = sweep_dir / row["run"] / "version_0" / RESULT
-            if params is None or row.get("failed") == "True" or result.exists():
+            if params is None or result.exists():
                 continue
             record = {**params, **{key: _cell(value) for key, value in row.items() if value not in ("", None)}}
             result.parent.mkdir(parents=True, exist_ok=True)
@@ -257,10 +268,10 @@ def _pretrained(sweep_dir: Path, pretrain: dict[str, Any], plan: list[dict[str, 
     kept = {run_id(params): weights / f"{run_id(params)}.ckpt" for params in plan} if weights else {}
     progress = Progress(len(plan))
     for params in plan:
-        if run_id(params) in kept and kept[run_id(params)].is_file():
+        if kept_network(pretrain, params):
             progress.skipped += 1
             progress.line(f"{run_id(params)}: kept in {kept[run_id(params)]}, not trained")
-    pending = _pending(folder, [p for p in plan if not (run_id(p) in kept and kept[run_id(p)].is_file())], progress)
+    pending = _pending(folder, [params for params in plan if not kept_network(pretrain, params)], progress)
     _train(pretrain["base"], pretrain.get("overrides") or {}, [[run] for run in pending], progress, folder, workers,
            address, runs_per_gpu)
     failed = failed_runs(write_summary(folder))
@@ -324,7 +335,7 @@ def sweep(base: Optional[str] = None, name: Optional[str] = None, grids: Optiona
     overrides = overrides or {}
     sweep_dir = Path(save_dir) / name
     runs = expand(grids)
-    plan = _pretrain_plan(pretrain, runs) if pretrain else []
+    plan = pretrain_plan(pretrain, runs) if pretrain else []
     base = snapshot_config(base, sweep_dir / SNAPSHOT)  # a YAML edited while the sweep runs changes nothing
     if pretrain:
         pretrain = {**pretrain, "base": snapshot_config(pretrain["base"], sweep_dir / PRETRAIN_DIR / SNAPSHOT)}
@@ -334,7 +345,7 @@ def sweep(base: Optional[str] = None, name: Optional[str] = None, grids: Optiona
     pending = _pending(sweep_dir, runs, progress)
     if pretrain and pending:
         # only the networks the pending runs start from: a task whose runs are all done needs none
-        plan = _pretrain_plan(pretrain, [params for _, params, _ in pending])
+        plan = pretrain_plan(pretrain, [params for _, params, _ in pending])
         checkpoints = _pretrained(sweep_dir, pretrain, plan, workers, address, runs_per_gpu)
         pending = [(i, {**params, INIT_FROM: checkpoints[run_id({k: params[k] for k in pretrain["keys"]})]}, log_dir)
                    for i, params, log_dir in pending]

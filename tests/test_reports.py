@@ -3,11 +3,14 @@ import json
 import math
 import os
 import time
+from pathlib import Path
 
 import pytest
 
 from lit_grok.reports import efficiency
 from lit_grok.reports.efficiency import estimate, stop_step
+
+ROOT = Path(__file__).resolve().parents[1]
 
 FIELDS = ["run", "data.init_args.random_labels", "data.init_args.train_size",
           "model.init_args.optimizer.init_args.weight_decay", "seed_everything", "train/loss", "norm/params",
@@ -275,11 +278,23 @@ def test_status_of_a_sweep_file_lists_the_runs_not_started(tmp_path, capsys):
     path = tmp_path / "sweep.yaml"
     path.write_text(f"base: b.yaml\nname: s\nsave_dir: {tmp_path / 'logs'}\ngrids:\n"
                     f"  - data.init_args.train_size: [40, 60]\n    seed_everything: [0]\n")
-    assert status.sweep_file(path) == (sweep, ["train_size=40-seed_everything=0", "train_size=60-seed_everything=0"])
+    assert status.sweep_file(path) == (sweep, {"train_size=40-seed_everything=0": "not started",
+                                               "train_size=60-seed_everything=0": "not started"})
     status.main([str(path)])
     lines = capsys.readouterr().out.splitlines()
     assert [line.split()[:3] for line in lines[1:]] == [["train_size=40-seed_everything=0", "done", "-"],
                                                         ["train_size=60-seed_everything=0", "not", "started"]]
+    # on a fresh checkout: what a restore summary records and a network pretrain.weights keeps are not trained
+    (tmp_path / "kept.csv").write_text("run,val/acc,failed\ntrain_size=60-seed_everything=0,0.5,False\n"
+                                       "train_size=80-seed_everything=0,0.1,True\n")
+    (tmp_path / "weights").mkdir()
+    (tmp_path / "weights" / "seed_everything=0.ckpt").write_bytes(b"")
+    path.write_text(path.read_text().replace("[40, 60]", "[60, 80]") + f"restore: [{tmp_path / 'kept.csv'}]\n"
+                    f"pretrain:\n  base: {ROOT / 'configs/cpu/ungrok_pretrain.yaml'}\n  keys: [seed_everything]\n"
+                    f"  weights: {tmp_path / 'weights'}\n")
+    assert status.sweep_file(path)[1] == {"pretrain/seed_everything=0": "kept",
+                                          "train_size=60-seed_everything=0": "kept",
+                                          "train_size=80-seed_everything=0": "not started"}  # it failed there
     path.write_text("trainer:\n  max_steps: 3\n")
     with pytest.raises(SystemExit) as exit:
         status.main([str(path)])

@@ -2,7 +2,9 @@
 diverged, or unfinished: running now or interrupted), its last validated step and metrics, and how long ago
 it last wrote, read from result.json and TensorBoard. A sweep's pre-trainings are listed first, as
 ``pretrain/<run>``. Given the sweep file instead of its folder, it also
-lists the grid's runs that have not started. For checking on a long sweep without opening TensorBoard; it
+lists the runs and pre-trainings that have no folder: ``kept`` where the sweep will not train them (a
+``restore`` summary records the run finished, or ``pretrain.weights`` holds the network), else ``not
+started``. For checking on a long sweep without opening TensorBoard; it
 writes nothing.
 
     python -m lit_grok.reports.status logs/grok-time
@@ -15,13 +17,13 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Optional
 
 import yaml
 
 from lit_grok.reports import refuse
 from lit_grok.reports.curves import read_curves
-from lit_grok.sweep import PRETRAIN_DIR, RESULT, expand, run_id
+from lit_grok.sweep import PRETRAIN_DIR, RESULT, expand, finished_rows, kept_network, pretrain_plan, run_id
 
 TAGS = ("val/acc", "train/loss", "norm/params")
 
@@ -36,11 +38,12 @@ def state(result: Optional[dict[str, Any]], written_since: bool = False) -> str:
     return "diverged" if result.get("diverged") else "done"
 
 
-def status(sweep_dir: Path, now: Optional[float] = None, planned: Sequence[str] = ()) -> list[dict[str, Any]]:
+def status(sweep_dir: Path, now: Optional[float] = None, planned: Optional[dict[str, str]] = None
+           ) -> list[dict[str, Any]]:
     """One row per run folder (``<sweep_dir>/pretrain/<run>/version_0``, then ``<sweep_dir>/<run>/version_0``):
     run, state, step (the last validation's: the last step any of TAGS was logged at, so that a pre-training
     on every pair, without val/acc, has one), the TAGS there, and seconds since the run last wrote a file;
-    then one row, "not started", per run named in ``planned`` that has no folder."""
+    then one row per run named in ``planned`` (run -> the state to show: kept, not started) that has no folder."""
     now = time.time() if now is None else now
     rows = []
     sweep_dir = Path(sweep_dir)
@@ -56,17 +59,24 @@ def status(sweep_dir: Path, now: Optional[float] = None, planned: Sequence[str] 
                      **{tag: curves.get(tag, {}).get(last) for tag in TAGS},
                      "idle_s": None if written is None else round(now - written)})
     started = {row["run"] for row in rows}
-    rows += [{"run": run, "state": "not started", "step": None, **dict.fromkeys(TAGS), "idle_s": None}
-             for run in planned if run not in started]
+    rows += [{"run": run, "state": shown, "step": None, **dict.fromkeys(TAGS), "idle_s": None}
+             for run, shown in (planned or {}).items() if run not in started]
     return rows
 
 
-def sweep_file(path: Path) -> tuple[Path, list[str]]:
-    """A sweep file's folder (``save_dir``/``name``) and the names of the runs its grids make."""
+def sweep_file(path: Path) -> tuple[Path, dict[str, str]]:
+    """A sweep file's folder (``save_dir``/``name``) and its pre-trainings (``pretrain/<run>``) and runs, each
+    with the state to show while it has no folder: ``kept`` when the sweep will not train it, else ``not
+    started``."""
     config = yaml.safe_load(path.read_text()) or {}
     if not isinstance(config, dict) or not config.get("name") or not config.get("grids"):
         raise ValueError(f"{path} is not a sweep file (it needs name and grids).")
-    return Path(config.get("save_dir") or "logs") / config["name"], [run_id(p) for p in expand(config["grids"])]
+    runs, pretrain = expand(config["grids"]), config.get("pretrain")
+    kept = {row["run"] for summary in config.get("restore") or [] for row in finished_rows(summary)}
+    planned = {f"{PRETRAIN_DIR}/{run_id(params)}": "kept" if kept_network(pretrain, params) else "not started"
+               for params in (pretrain_plan(pretrain, runs) if pretrain else [])}
+    planned.update({run_id(params): "kept" if run_id(params) in kept else "not started" for params in runs})
+    return Path(config.get("save_dir") or "logs") / config["name"], planned
 
 
 def _cell(value: Any) -> str:
@@ -79,11 +89,11 @@ def main(argv: list[str]) -> None:
     if len(argv) != 1 or not Path(argv[0]).exists():
         refuse("usage: python -m lit_grok.reports.status SWEEP_DIR_OR_FILE (a sweep's folder, e.g. "
                  "logs/grok-time, or its sweep file, e.g. configs/grok_time.yaml)")
-    sweep_dir, planned = Path(argv[0]), []
+    sweep_dir, planned = Path(argv[0]), {}
     if sweep_dir.is_file():
         try:
             sweep_dir, planned = sweep_file(sweep_dir)
-        except (ValueError, yaml.YAMLError) as error:
+        except (ValueError, FileNotFoundError, yaml.YAMLError) as error:
             refuse(f"error: {error}")
     rows = status(sweep_dir, planned=planned)
     if not rows:
