@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Any, Optional, Union
 
@@ -73,11 +74,14 @@ def check_file_kinds(command: str, argv: list[str]) -> None:
             sys.exit(2)
 
 
-def finish(cli: GrokCLI) -> None:
-    """After a fit: the run's result.json (the same facts a sweep records) and two or three lines saying what
+def finish(cli: GrokCLI, seconds: float) -> None:
+    """After a fit: the run's result.json (the same facts a sweep records: ``seconds`` from the command's start,
+    and for a run resumed with --ckpt_path the step they count from) and two or three lines saying what
     happened and where the run is."""
     trainer = cli.trainer
     record = run_record(trainer)
+    resumed = cli.resumed_from_step
+    record = {**record, "seconds": round(seconds, 2), **({} if resumed is None else {"resumed_from_step": resumed})}
     log_dir = trainer.log_dir if trainer.logger is not None else None
     if log_dir and trainer.is_global_zero:
         (Path(log_dir) / "result.json").write_text(json.dumps(record, indent=1))
@@ -104,10 +108,11 @@ def main(args: Optional[Union[list[str], dict[str, Any]]] = None, run: bool = Tr
             return None  # type: ignore[return-value]
     else:
         quiet_lightning()
+    start = time.monotonic()
     try:
         cli = build(argv, run)
     except Diverged as error:  # one line and a non-zero exit, not a traceback
         sys.exit(f"error: {error}")
     if run and cli.subcommand == "fit":
-        finish(cli)
+        finish(cli, time.monotonic() - start)
     return cli

@@ -186,6 +186,12 @@ class GrokCLI(LightningCLI):
         """fit, validate and test: predict has no use here (a run's answers are its validation)."""
         return {k: v for k, v in LightningCLI.subcommands().items() if k != "predict"}
 
+    @property
+    def resumed_from_step(self) -> Optional[int]:
+        """The step of the checkpoint given to ``--ckpt_path`` that this run continued from, if any."""
+        checkpoint = getattr(self, "_checkpoint", None)
+        return None if checkpoint is None else int(checkpoint["global_step"])
+
     def _ckpt_file(self) -> Optional[str]:
         """The file given to ``--ckpt_path``, if any (not Lightning's names "last", "best", ...)."""
         subcommand = self.config.get("subcommand")

@@ -146,6 +146,7 @@ def test_a_run_is_quiet_and_ends_saying_where_it_is_and_what_happened(tmp_path):
     assert lines[-1].strip().startswith(f"curves: {run_dir / 'curves.png'}")
     result = json.loads((run_dir / "result.json").read_text())
     assert result["step"] == 100 and result["events/memorised_step"] == 50 and "val/acc" in result
+    assert result["seconds"] > 0 and "resumed_from_step" not in result
 
 
 def test_mistakes_end_in_one_line_that_points_to_the_fix(tmp_path, capsys):

@@ -1,3 +1,4 @@
+import json
 from pathlib import Path
 
 import pytest
@@ -204,6 +205,8 @@ def test_resuming_continues_the_checkpoints_own_run_folder(tiny_args):
     assert len(list(run.glob("events.*"))) == 2  # one TensorBoard run, appended
     curves = next(c for c in resumed.trainer.callbacks if type(c).__name__ == "TrainingCurves")
     assert [s for s, _ in curves.history["val/acc"]] == [50, 100, 150, 200]  # the figure covers the whole run
+    result = json.loads((run / "result.json").read_text())  # as a sweep records it: its time counts from step 100
+    assert result["step"] == 200 and result["resumed_from_step"] == 100 and result["seconds"] > 0
     fresh = main(["fit", *tiny_args, "--trainer.max_steps=100"])  # without --ckpt_path: a new version
     assert Path(fresh.trainer.log_dir).name == "version_1"
 
