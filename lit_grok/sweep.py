@@ -34,7 +34,7 @@ from typing import Any, Optional
 
 from jsonargparse import CLI
 
-from lit_grok.branching import save_network
+from lit_grok.branching import read_checkpoint, save_network
 from lit_grok.execution import Group, lost_records, run_args, run_group, run_id
 from lit_grok.runs import parse_config, snapshot_config
 
@@ -162,6 +162,9 @@ def pretrain_plan(pretrain: dict[str, Any], runs: list[dict[str, Any]]) -> list[
                          f"weights: FOLDER (optional)}}, got {pretrain!r}.")
     if not Path(pretrain["base"]).is_file():
         raise FileNotFoundError(f"pretrain base config {pretrain['base']!r} does not exist.")
+    if pretrain.get("weights") and Path(pretrain["weights"]).exists() and not Path(pretrain["weights"]).is_dir():
+        raise ValueError(f"pretrain weights {pretrain['weights']!r} is a file: give the folder that holds (or is to "
+                         f"hold) the networks, one <run id>.ckpt each.")
     plan: list[dict[str, Any]] = []
     for run in runs:
         missing = [key for key in pretrain["keys"] if key not in run]
@@ -269,6 +272,7 @@ def _pretrained(sweep_dir: Path, pretrain: dict[str, Any], plan: list[dict[str, 
     progress = Progress(len(plan))
     for params in plan:
         if kept_network(pretrain, params):
+            read_checkpoint(str(kept[run_id(params)]), "pretrain weights")  # a broken file: one line, before any run
             progress.skipped += 1
             progress.line(f"{run_id(params)}: kept in {kept[run_id(params)]}, not trained")
     pending = _pending(folder, [params for params in plan if not kept_network(pretrain, params)], progress)

@@ -325,6 +325,11 @@ def test_a_sweep_pretrains_once_per_task_and_branches_every_run_from_its_own_net
     second = list(csv.DictReader(sweep(**{**one, "name": "w2"}).open()))
     assert "operation=add: kept in" in capsys.readouterr().out
     assert not (tmp_path / "w2" / "pretrain" / "operation=add").exists()  # nothing trained again
+    (weights / "operation=add.ckpt").write_bytes(b"not a checkpoint")  # e.g. a git-lfs pointer, or cut short
+    with pytest.raises(ValueError, match="pretrain weights: .* is not a readable checkpoint"):
+        sweep(**{**one, "name": "w3"})
+    with pytest.raises(ValueError, match="is a file: give the folder"):
+        sweep(**{**one, "name": "w3", "pretrain": {**one["pretrain"], "weights": str(weights / "operation=add.ckpt")}})
     original = next(r for r in rows if r["run"] == "operation=add-train_size=30")
     for row in first + second:
         assert row["model.init_args.init_from"] == str(weights / "operation=add.ckpt")
