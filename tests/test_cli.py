@@ -8,7 +8,7 @@ import yaml
 
 from lit_grok.cli import main
 from lit_grok.execution import _text  # a grid value as the sweep passes it (null, true: JSON)
-from lit_grok.sweep import expand
+from lit_grok.sweep import expand, kept_network
 
 ROOT = Path(__file__).resolve().parents[1]
 PRESETS = sorted((ROOT / "configs/trainer").glob("*.yaml"))
@@ -99,7 +99,12 @@ def test_every_sweep_builds_the_first_run_of_each_grid(path, tmp_path):
     for grid in spec["grids"]:
         params = {**spec.get("overrides", {}), **expand([grid])[0]}
         init_from = params.get("model.init_args.init_from") or _init_from(ROOT / spec["base"])
-        if "pretrain" in spec:  # the sweep's own pre-training of this run's task
+        pretrain = spec.get("pretrain")
+        kept = pretrain and kept_network({**pretrain, "weights": ROOT / pretrain.get("weights", "-")},
+                                         {key: params[key] for key in pretrain["keys"]})
+        if kept:  # the network kept beside the results: the run must build from it
+            init_from = kept
+        elif "pretrain" in spec:  # the sweep's own pre-training of this run's task
             init_from = _pretrained_checkpoint(init_from, tmp_path, ROOT / spec["pretrain"]["base"],
                                                [f"--{k}={_text(params[k])}" for k in spec["pretrain"]["keys"]])
         elif init_from:
