@@ -30,7 +30,7 @@ import itertools
 import json
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from jsonargparse import CLI
 
@@ -111,8 +111,10 @@ class Progress:
         print(f"[{self.done}/{self.total}] {text}", flush=True)
 
 
-def _record(records: list[dict[str, Any]], progress: Progress) -> None:
-    """Writes each run's result.json (on the machine that runs the sweep) and prints one line per run."""
+def _record(records: list[dict[str, Any]], progress: Progress,
+            finished: Optional[Callable[[dict[str, Any], Path], None]] = None) -> None:
+    """Writes each run's result.json (on the machine that runs the sweep) and prints one line per run; then
+    calls ``finished(record, log_dir)`` for each run that did not fail."""
     for entry in records:
         record, log_dir = entry["record"], Path(entry["log_dir"])
         log_dir.mkdir(parents=True, exist_ok=True)
@@ -120,6 +122,8 @@ def _record(records: list[dict[str, Any]], progress: Progress) -> None:
         status = f"failed ({record['error']})" if record.get("failed") else \
             f"step {record['step']}, {record['seconds']} s"
         progress.line(f"{record['run']}: {status}" + (f" (ensemble of {entry['together']})" if entry["together"] else ""))
+        if finished is not None and not record.get("failed"):
+            finished(record, log_dir)
 
 
 def group_config(base: str, overrides: dict[str, Any], group: Group) -> dict[str, Any]:
@@ -177,11 +181,12 @@ def pretrain_plan(pretrain: dict[str, Any], runs: list[dict[str, Any]]) -> list[
 
 
 def _train(base: str, overrides: dict[str, Any], groups: list[Group], progress: Progress, sweep_dir: Path,
-           workers: int, address: Optional[str], runs_per_gpu: int = 1) -> None:
+           workers: int, address: Optional[str], runs_per_gpu: int = 1,
+           finished: Optional[Callable[[dict[str, Any], Path], None]] = None) -> None:
     """Trains the groups here (one after another) or on Ray, recording each run as its group finishes."""
     if workers == 1 and address is None:
         for group in groups:
-            _record(run_group(base, overrides, group), progress)
+            _record(run_group(base, overrides, group), progress, finished)
             write_summary(sweep_dir)
         return
     from lit_grok.distributed import device_count, run_on_ray  # Ray is an optional extra
@@ -197,7 +202,7 @@ def _train(base: str, overrides: dict[str, Any], groups: list[Group], progress: 
     costs = [group_cost(config, len(group)) for config, group in zip(configs, groups)]
     for records in run_on_ray(run_group, calls, costs, workers, address, lost=lost_records, trainers=trainers,
                               runs_per_gpu=runs_per_gpu):
-        _record(records, progress)
+        _record(records, progress, finished)
         write_summary(sweep_dir)  # by the driver alone, as each group's results arrive
 
 
@@ -276,17 +281,21 @@ def _pretrained(sweep_dir: Path, pretrain: dict[str, Any], plan: list[dict[str, 
             progress.skipped += 1
             progress.line(f"{run_id(params)}: kept in {kept[run_id(params)]}, not trained")
     pending = _pending(folder, [params for params in plan if not kept_network(pretrain, params)], progress)
+    last = {run_id(params): folder / run_id(params) / "version_0" / "checkpoints" / "last.ckpt" for params in plan}
+
+    def keep(record: dict[str, Any], log_dir: Path) -> None:  # as each one finishes: a stopped sweep keeps it
+        if weights is not None:
+            save_network(str(log_dir / "checkpoints" / "last.ckpt"), kept[record["run"]], record)
+
     _train(pretrain["base"], pretrain.get("overrides") or {}, [[run] for run in pending], progress, folder, workers,
-           address, runs_per_gpu)
+           address, runs_per_gpu, keep)
     failed = failed_runs(write_summary(folder))
     if failed:
         raise ValueError(f"pre-training {', '.join(failed)} failed (its error is in {folder}/summary.csv); the "
                          f"runs that start from it were not trained. Running the sweep again trains it again.")
-    last = {run_id(params): folder / run_id(params) / "version_0" / "checkpoints" / "last.ckpt" for params in plan}
-    for name, out in kept.items():
+    for name, out in kept.items():  # finished here before weights was set
         if not out.is_file():
-            record = json.loads((last[name].parents[1] / RESULT).read_text())
-            save_network(str(last[name]), out, record)
+            keep(json.loads((last[name].parents[1] / RESULT).read_text()), last[name].parents[1])
     return {name: str(kept.get(name, path)) for name, path in last.items()}
 
 

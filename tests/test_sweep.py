@@ -10,6 +10,9 @@ import pytest
 import torch
 
 from lit_grok.reports.efficiency import d_crit, estimate, norm_at
+from lit_grok import sweep as sweep_module
+from lit_grok.branching import save_network
+from lit_grok.execution import run_group
 from lit_grok.sweep import expand, run_id, sweep
 from tests.conftest import default_sigint
 
@@ -273,7 +276,7 @@ def test_an_interrupted_sweep_stops_with_one_line_instead_of_failing_the_run_and
         assert not (tmp_path / "stop" / "train_size=60").exists()  # the next run was not started
 
 
-def test_a_sweep_pretrains_once_per_task_and_branches_every_run_from_its_own_network(tmp_path, capsys):
+def test_a_sweep_pretrains_once_per_task_and_branches_every_run_from_its_own_network(tmp_path, capsys, monkeypatch):
     tiny = {"data.init_args.modulus": 11, "trainer.max_steps": 20, "trainer.check_val_every_n_epoch": 10,
             "model.init_args.network.init_args.d_model": 16, "model.init_args.network.init_args.d_mlp": 32}
     kwargs = dict(base=str(ROOT / "configs/cpu/ungrok.yaml"), name="tasks", save_dir=str(tmp_path),
@@ -314,10 +317,18 @@ def test_a_sweep_pretrains_once_per_task_and_branches_every_run_from_its_own_net
     # kept networks: a sweep writes each network it pre-trains to `weights`, weights only, and a sweep
     # elsewhere starts from that file instead of training it again; the branch is the same as from last.ckpt
     weights = tmp_path / "weights"
-    one = {**kwargs, "grids": [{"data.init_args.operation": ["add"], "data.init_args.train_size": [30]}],
+    one = {**kwargs, "grids": [{"data.init_args.operation": ["add", "sub"], "data.init_args.train_size": [30]}],
            "pretrain": {**kwargs["pretrain"], "weights": str(weights)}}
+    events = []  # each network is kept as soon as it is trained, so that a sweep stopped later keeps it
+    monkeypatch.setattr(sweep_module, "run_group", lambda base, overrides, group: events.append(
+        ("train", run_id(group[0][1]))) or run_group(base, overrides, group))
+    monkeypatch.setattr(sweep_module, "save_network", lambda path, out, record: events.append(
+        ("keep", out.name)) or save_network(path, out, record))
     first = list(csv.DictReader(sweep(**{**one, "name": "w1"}).open()))
-    assert [p.name for p in weights.iterdir()] == ["operation=add.ckpt"]
+    assert events[:4] == [("train", "operation=add"), ("keep", "operation=add.ckpt"),
+                          ("train", "operation=sub"), ("keep", "operation=sub.ckpt")]
+    monkeypatch.undo()
+    assert sorted(p.name for p in weights.iterdir()) == ["operation=add.ckpt", "operation=sub.ckpt"]
     net = torch.load(weights / "operation=add.ckpt", weights_only=True)
     assert "optimizer_states" not in net and net["record"]["step"] == 20
     assert net["state_dict"] and all(key.startswith("net.") for key in net["state_dict"])
@@ -330,9 +341,9 @@ def test_a_sweep_pretrains_once_per_task_and_branches_every_run_from_its_own_net
         sweep(**{**one, "name": "w3"})
     with pytest.raises(ValueError, match="is a file: give the folder"):
         sweep(**{**one, "name": "w3", "pretrain": {**one["pretrain"], "weights": str(weights / "operation=add.ckpt")}})
-    original = next(r for r in rows if r["run"] == "operation=add-train_size=30")
     for row in first + second:
-        assert row["model.init_args.init_from"] == str(weights / "operation=add.ckpt")
+        original = next(r for r in rows if r["run"] == row["run"])
+        assert row["model.init_args.init_from"] == str(weights / f"operation={row['data.init_args.operation']}.ckpt")
         assert row["val/acc"] == original["val/acc"] and row["train/loss"] == original["train/loss"]
     (tmp_path / "bad.csv").write_text("task,val/acc\nadd,0.5\n")
     with pytest.raises(ValueError, match="no 'run' column"):
