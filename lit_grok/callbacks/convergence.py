@@ -19,7 +19,10 @@ class StopOnConvergence(pl.Callback):
     decay and cross-entropy balance. With ``window_time`` the window is measured in *decay time*, lr x weight
     decay x optimiser steps, instead of validations: weight decay moves norm between circuits at a rate
     proportional to lr x weight decay, so one rule then asks the same of a run at weight decay 2 as of one at 8
-    (which covers the same decay time in a quarter of the steps). An accuracy near 0 needs an absolute tolerance (``abs_tol:
+    (which covers the same decay time in a quarter of the steps). With ``smooth: k`` the spread is that of the
+    metric's running mean over k validations: a value that flickers around a level by more than the tolerance
+    (held-out accuracy near the decision boundary, late slingshot cycles) then counts as settled, while a drift
+    over the window still shows, shortened by k - 1 validations. An accuracy near 0 needs an absolute tolerance (``abs_tol:
     {val/acc: 0.005}``): relative to a value near 0, one pair's change would count as movement. ``trainer.max_steps`` stays the upper bound; ``converged`` (and the
     logged ``events/converged_step``) say whether the run stopped for this reason.
 
@@ -34,11 +37,14 @@ class StopOnConvergence(pl.Callback):
             decay, summed over optimiser steps, at the rate read at each validation) instead of a number of
             validations. Needs weight decay > 0.
         min_time: never stop before this much decay time (beside ``min_steps``).
+        smooth: compare the running mean over this many validations instead of the raw values (1: raw).
     """
 
     def __init__(self, monitor: tuple[str, ...] = ("train/loss", "norm/params"), rel_tol: float = 1e-3,
                  window: Optional[int] = None, abs_tol: Optional[dict[str, float]] = None, min_steps: int = 0,
-                 window_time: Optional[float] = None, min_time: float = 0.0) -> None:
+                 window_time: Optional[float] = None, min_time: float = 0.0, smooth: int = 1) -> None:
+        if smooth < 1:
+            raise ValueError(f"smooth must be >= 1 (validations averaged), got {smooth}.")
         if window is not None and window_time is not None:
             raise ValueError("give window (validations) or window_time (lr x weight decay x steps), not both.")
         if window_time is not None and not window_time > 0:
@@ -61,7 +67,9 @@ class StopOnConvergence(pl.Callback):
         if min_steps < 0:
             raise ValueError(f"min_steps must be >= 0, got {min_steps}.")
         self.monitor, self.rel_tol, self.window, self.abs_tol = tuple(monitor), rel_tol, window, abs_tol
-        self.min_steps, self.window_time, self.min_time = min_steps, window_time, min_time
+        self.min_steps, self.window_time, self.min_time, self.smooth = min_steps, window_time, min_time, smooth
+        if window is not None and smooth >= window:
+            raise ValueError(f"smooth ({smooth}) must be below window ({window}): the running means must span it.")
         self.history: list[list[float]] = []
         self.times: list[float] = []  # the decay time of each entry of history (with window_time)
         self.time, self.time_step = 0.0, 0  # decay time so far, and the step it was last counted to
@@ -70,8 +78,10 @@ class StopOnConvergence(pl.Callback):
     @property
     def state_key(self) -> str:
         timed = {} if self.window_time is None else {"window_time": self.window_time, "min_time": self.min_time}
+        smoothed = {} if self.smooth == 1 else {"smooth": self.smooth}  # the keys of runs saved before it existed
         return self._generate_state_key(monitor=self.monitor, rel_tol=self.rel_tol, window=self.window,
-                                        abs_tol=sorted(self.abs_tol.items()), min_steps=self.min_steps, **timed)
+                                        abs_tol=sorted(self.abs_tol.items()), min_steps=self.min_steps, **timed,
+                                        **smoothed)
 
     @property
     def converged(self) -> bool:
@@ -85,6 +95,8 @@ class StopOnConvergence(pl.Callback):
         """The rule, on a window of validations (each the monitored metrics' values, oldest first): every
         metric's spread within its tolerance."""
         for name, values in zip(self.monitor, zip(*history)):
+            k = min(self.smooth, len(values))
+            values = [sum(values[i:i + k]) / k for i in range(len(values) - k + 1)]  # running means (k = 1: raw)
             spread, latest = max(values) - min(values), abs(values[-1])
             tolerance = self.abs_tol.get(name, self.rel_tol * max(latest, 1e-12))
             if not math.isfinite(spread) or spread > tolerance:
