@@ -97,17 +97,17 @@ def test_reports_on_constructed_summaries(tmp_path):
                     "model.init_args.init_from"])
         w.writerows([r + ["pre.ckpt"] for r in [
             ["a", 30, 1.0, "false", 0.1, 1.0, 30, "True", 900], ["b", 300, 1.0, "false", 0.9, 1.0, 300, "True", 800],
-            ["c", 30, 1.0, "false", 0.3, 1.0, 30, "True", 700], ["d", 30, 2.0, "false", 0.2, 1.0, 30, "False", 3000],
-            ["e", 30, 1.0, "true", 0.5, 1.0, 30, "True", 600]]])
+            ["c", 30, 1.0, "false", 0.3, 1.0, 30, "True", 700], ["d", 30, 16.0, "false", 0.2, 1.0, 30, "False", 3000],
+            ["e", 30, 1.0, "true", 0.5, 1.0, 30, "True", 600], ["f", 30, 4.0, "false", 0.4, 1.0, 30, "True", 500]]])
     result = ungrok.report(ungrok_dir)
     assert result["mean_final_val_acc"]["weight decay 1, init_optimizer=false"] == {30: pytest.approx(0.2),
                                                                                      300: pytest.approx(0.9)}
     assert result["mean_final_val_acc"]["weight decay 1, init_optimizer=true"] == {30: pytest.approx(0.5)}
-    assert result["not_converged"] == ["d"] and result["runs"] == 5 and (ungrok_dir / "ungrok.png").exists()
+    assert result["not_converged"] == ["d"] and result["runs"] == 6 and (ungrok_dir / "ungrok.png").exists()
     table = (ungrok_dir / "ungrok_table.md").read_text().splitlines()
     assert table[0] == ("| D' | weight decay 1, init_optimizer=false | weight decay 1, init_optimizer=true | "
-                        "weight decay 2, init_optimizer=false |")
-    assert table[2] == "| 30 | 0.100, 0.300 | 0.500 | 0.200* (3000) |" and table[3] == "| 300 | 0.900 |  |  |"
+                        "weight decay 4, init_optimizer=false | weight decay 16, init_optimizer=false |")  # 4 before 16
+    assert table[2] == "| 30 | 0.100, 0.300 | 0.500 | 0.400 | 0.200* (3000) |" and table[3] == "| 300 | 0.900 |  |  |  |"
     from lit_grok.reports import NotThisExperiment
 
     rows = (ungrok_dir / "summary.csv").read_text().replace(",pre.ckpt", ",")

@@ -62,6 +62,12 @@ def series(row: dict) -> str:
     return ", ".join([f"weight decay {row['wd']:g}", *others])
 
 
+def ordered(rows: list[dict]) -> list[str]:
+    """The lines, in increasing weight decay (then by name): 4 before 16, as a reader expects."""
+    decay = {series(row): row["wd"] for row in rows}
+    return sorted(decay, key=lambda label: (decay[label], label))
+
+
 def table(rows: list[dict]) -> dict[str, dict[int, list[float]]]:
     """line (weight decay, ...) -> D' -> final val/acc of each seed."""
     result: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
@@ -77,7 +83,7 @@ def report(sweep_dir: Path) -> dict:
     lines = table(rows)
     fig, ax = new_figure((6.5, 4))
     summary = {}
-    for label in sorted(lines):
+    for label in ordered(rows):
         sizes = sorted(lines[label])
         means = [mean(lines[label][d]) for d in sizes]
         summary[label] = dict(zip(sizes, means))
@@ -102,7 +108,7 @@ def report(sweep_dir: Path) -> dict:
 def markdown_table(rows: list[dict]) -> str:
     """Final val/acc per D' (rows) and line (columns), seeds comma-separated; * marks a run stopped by the step
     cap rather than by the convergence rule, with the step it ended at."""
-    lines = sorted({series(r) for r in rows})
+    lines = ordered(rows)
     sizes = sorted({r["D'"] for r in rows})
     out = ["| D' | " + " | ".join(lines) + " |", "|---|" + "---|" * len(lines)]
     for d in sizes:
