@@ -139,6 +139,14 @@ def read_training_checkpoint(path: str, option: str) -> dict[str, Any]:
     return checkpoint
 
 
+def stale_callbacks(checkpoint: dict[str, Any], callbacks: list[Any]) -> list[str]:
+    """The callbacks whose state a checkpoint holds but this run cannot take back, because it lacks them or
+    has them with other settings (Lightning keys a callback's state by its class and settings): their names,
+    with the settings they were saved under."""
+    own = {getattr(callback, "state_key", None) for callback in callbacks}
+    return [key for key in checkpoint.get("callbacks", {}) if key not in own]
+
+
 def check_resume(checkpoint: dict[str, Any], path: str, model: nn.Module, datamodule: Any) -> None:
     """A checkpoint given to ``--ckpt_path`` (as ``read_training_checkpoint`` read it) must hold this config's
     network and task: refused in one line before Lightning would fail deep inside its restore."""

@@ -18,7 +18,7 @@ from pytorch_lightning.callbacks.progress import ProgressBar
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from pytorch_lightning.loggers import TensorBoardLogger
 
-from lit_grok.branching import check_resume, read_training_checkpoint
+from lit_grok.branching import check_resume, read_training_checkpoint, stale_callbacks
 from lit_grok.callbacks import ModelCheckpoint, StepProgressBar, StopOnDivergence, TensorBoardLayout, TrainingCurves
 from lit_grok.callbacks.members import Members, per_member
 
@@ -55,6 +55,8 @@ def quiet_lightning(verbose: Optional[bool] = None) -> None:
         logging.getLogger(name).setLevel(logging.INFO if verbose else logging.WARNING)
     if not verbose:  # a resumed run writes into its own folder on purpose
         warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
+        # said in one line by GrokCLI (stale_callbacks): a changed setting is often the point of the resume
+        warnings.filterwarnings("ignore", message=r"Be aware that when using `ckpt_path`, callbacks used to create")
 
 
 def quiet_lightning_warnings() -> None:
@@ -223,6 +225,10 @@ class GrokCLI(LightningCLI):
                     part.check_data(self.datamodule)
             if self._ckpt_file():
                 check_resume(self._checkpoint, self._ckpt_file(), self.model, self.datamodule)
+                stale = stale_callbacks(self._checkpoint, self.trainer.callbacks)
+                if stale:  # instead of Lightning's warning, which asks to add them back
+                    print(f"resume: {self._ckpt_file()} holds the state of {', '.join(stale)}, which this config "
+                          f"has not, or has with other settings: they start afresh.", flush=True)
         except ValueError as error:
             config = self.config.get(str(self.subcommand), self.config) if self.subcommand else self.config
             sections = {str(config.get(f"{key}.class_path")): key for key in ("model", "data")

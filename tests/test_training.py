@@ -1,4 +1,5 @@
 import json
+import warnings
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from lit_grok.cli import main
 from lit_grok.data import ModularArithmeticDataModule
 from lit_grok.module import GrokkingModule
+from lit_grok.runs import quiet_lightning
 from tests.conftest import checkpoint_at
 
 METRICS = {"train/loss", "train/acc", "val/loss", "val/acc", "norm/params", "data/train_size"}
@@ -194,7 +196,7 @@ def test_last_checkpoint_holds_the_final_step_of_a_run_that_stopped_between_save
     assert torch.load(tmp_path / "last.ckpt", weights_only=True)["global_step"] == 15
 
 
-def test_resuming_continues_the_checkpoints_own_run_folder(tiny_args):
+def test_resuming_continues_the_checkpoints_own_run_folder(tiny_args, capsys):
     first = main(["fit", *tiny_args, "--trainer.max_steps=100"])
     run = Path(first.trainer.log_dir)
     original = (run / "config.yaml").read_text()
@@ -207,6 +209,16 @@ def test_resuming_continues_the_checkpoints_own_run_folder(tiny_args):
     assert [s for s, _ in curves.history["val/acc"]] == [50, 100, 150, 200]  # the figure covers the whole run
     result = json.loads((run / "result.json").read_text())  # as a sweep records it: its time counts from step 100
     assert result["step"] == 200 and result["resumed_from_step"] == 100 and result["seconds"] > 0
+    # a callback resumed with other settings: one line naming it, not Lightning's warning to add it back
+    capsys.readouterr()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        quiet_lightning(False)
+        main(["fit", *tiny_args, "--trainer.max_steps=250", "--trainer.callbacks.init_args.threshold=0.5",
+              f"--ckpt_path={run / 'checkpoints' / 'last.ckpt'}"])
+    said = [line for line in capsys.readouterr().out.splitlines() if line.startswith("resume:")]
+    assert len(said) == 1 and "GrokEvents{'threshold': 0.99" in said[0] and said[0].endswith("start afresh.")
+    assert not [w for w in caught if "callbacks used to create the checkpoint" in str(w.message)]
     fresh = main(["fit", *tiny_args, "--trainer.max_steps=100"])  # without --ckpt_path: a new version
     assert Path(fresh.trainer.log_dir).name == "version_1"
 
