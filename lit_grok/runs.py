@@ -147,8 +147,8 @@ class OneLineParser(LightningArgumentParser):
 
 class SaveConfigToTensorBoard(SaveConfigCallback):
     """Writes the resolved config to ``config.yaml`` in the run's folder and as text in TensorBoard (nothing for
-    a run without a logger, which has no folder). A run resumed into its own folder keeps the original ``config.yaml`` and writes the resumed run's config beside
-    it as ``config.resume_1.yaml`` (then ``_2``, ...)."""
+    a run without a logger, which has no folder). A run resumed into its own folder keeps the original
+    ``config.yaml`` and writes the resumed run's config beside it as ``config.resume_1.yaml`` (then ``_2``, ...)."""
 
     resuming = False  # set by GrokCLI when the run continues from a checkpoint
 

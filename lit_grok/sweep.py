@@ -229,10 +229,16 @@ def finished_rows(summary: str) -> list[dict[str, str]]:
     return [row for row in rows if row.get("failed") != "True"]
 
 
+def kept_path(pretrain: dict[str, Any], params: dict[str, Any]) -> Optional[Path]:
+    """Where ``pretrain["weights"]`` keeps the network of the pre-training with these key values (None
+    without ``weights``), whether or not it is there yet."""
+    return Path(pretrain["weights"]) / f"{run_id(params)}.ckpt" if pretrain.get("weights") else None
+
+
 def kept_network(pretrain: dict[str, Any], params: dict[str, Any]) -> Optional[Path]:
     """The network ``pretrain["weights"]`` keeps for the pre-training with these key values, if it has one."""
-    path = Path(pretrain.get("weights") or ".") / f"{run_id(params)}.ckpt"
-    return path if pretrain.get("weights") and path.is_file() else None
+    path = kept_path(pretrain, params)
+    return path if path is not None and path.is_file() else None
 
 
 def restore_runs(sweep_dir: Path, runs: list[dict[str, Any]], summaries: list[str]) -> int:
@@ -272,19 +278,18 @@ def _pretrained(sweep_dir: Path, pretrain: dict[str, Any], plan: list[dict[str, 
     """Trains the pre-trainings that have not finished; returns run id -> its network, for init_from: its
     last.ckpt, or with ``weights: FOLDER`` the kept ``FOLDER/<run id>.ckpt`` (written there once trained)."""
     folder = sweep_dir / PRETRAIN_DIR
-    weights = Path(pretrain["weights"]) if pretrain.get("weights") else None
-    kept = {run_id(params): weights / f"{run_id(params)}.ckpt" for params in plan} if weights else {}
+    kept = {run_id(params): kept_path(pretrain, params) for params in plan} if pretrain.get("weights") else {}
+    ready = {name for name, out in kept.items() if out.is_file()}
     progress = Progress(len(plan))
-    for params in plan:
-        if kept_network(pretrain, params):
-            read_checkpoint(str(kept[run_id(params)]), "pretrain weights")  # a broken file: one line, before any run
-            progress.skipped += 1
-            progress.line(f"{run_id(params)}: kept in {kept[run_id(params)]}, not trained")
-    pending = _pending(folder, [params for params in plan if not kept_network(pretrain, params)], progress)
+    for name in ready:
+        read_checkpoint(str(kept[name]), "pretrain weights")  # a broken file: one line, before any run
+        progress.skipped += 1
+        progress.line(f"{name}: kept in {kept[name]}, not trained")
+    pending = _pending(folder, [params for params in plan if run_id(params) not in ready], progress)
     last = {run_id(params): folder / run_id(params) / "version_0" / "checkpoints" / "last.ckpt" for params in plan}
 
     def keep(record: dict[str, Any], log_dir: Path) -> None:  # as each one finishes: a stopped sweep keeps it
-        if weights is not None:
+        if record["run"] in kept:
             save_network(str(log_dir / "checkpoints" / "last.ckpt"), kept[record["run"]], record)
 
     _train(pretrain["base"], pretrain.get("overrides") or {}, [[run] for run in pending], progress, folder, workers,

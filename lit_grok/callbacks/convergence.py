@@ -22,8 +22,8 @@ class StopOnConvergence(pl.Callback):
     (which covers the same decay time in a quarter of the steps). With ``smooth: k`` the spread is that of the
     metric's running mean over k validations: a value that flickers around a level by more than the tolerance
     (held-out accuracy near the decision boundary, late slingshot cycles) then counts as settled, while a drift
-    over the window still shows, shortened by k - 1 validations. An accuracy near 0 needs an absolute tolerance (``abs_tol:
-    {val/acc: 0.005}``): relative to a value near 0, one pair's change would count as movement. ``trainer.max_steps`` stays the upper bound; ``converged`` (and the
+    over the window still shows, shortened by k - 1 validations. An accuracy near 0 needs an absolute
+    tolerance (``abs_tol: {val/acc: 0.005}``): relative to a value near 0, one pair's change would count as movement. ``trainer.max_steps`` stays the upper bound; ``converged`` (and the
     logged ``events/converged_step``) say whether the run stopped for this reason.
 
     Args:
