@@ -380,9 +380,11 @@ def sweep(base: Optional[str] = None, name: Optional[str] = None, grids: Optiona
                                f"{type(error).__name__}: {error}. Rerun it alone with "
                                f"`python -m {report} {sweep_dir}`."
                                + (f" Also, {_failed_line(failed)}." if failed else "")) from error
-    rows = list(csv.DictReader(summary.open()))
+    ids = {run_id(params) for params in runs}  # the folder may hold other sweeps' runs (a narrowed grid)
+    rows = [row for row in csv.DictReader(summary.open()) if row["run"] in ids]
     written = sorted(str(p) for p, stamp in _files(sweep_dir).items() if before.get(p) != stamp)
-    print(f"sweep {sweep_dir}: {len(rows)} runs ({len(rows) - progress.skipped} trained now, {progress.skipped} skipped "
+    print(f"sweep {sweep_dir}: {len(runs)} run{'s' * (len(runs) != 1)} ({progress.done - progress.skipped} trained "
+          f"now, {progress.skipped} skipped "
           f"as done), {sum(r.get('failed') == 'True' for r in rows)} failed, "
           f"{sum(r.get('diverged') == 'True' for r in rows)} diverged; summary: {summary}"
           + (f"; report: {', '.join(written)}" if written else ""), flush=True)

@@ -62,6 +62,9 @@ def test_sweep_runs_a_grid_writes_the_summary_and_skips_finished_runs(tmp_path, 
     assert out.count("done, skipped") == 3 and result.stat().st_mtime_ns == stamp
     assert "3 runs (0 trained now, 3 skipped as done)" in out
     assert json.loads(result.read_text())["run"] == "train_size=40-random_labels=true"
+    # a narrowed grid in the same folder counts its own runs, not every row of the folder's summary
+    sweep(**{**kwargs, "grids": [{"data.init_args.train_size": [40, 50], "data.init_args.random_labels": [True]}]})
+    assert "2 runs (1 trained now, 1 skipped as done), 0 failed" in capsys.readouterr().out
 
 
 def test_d_crit_is_interpolated_where_the_curves_cross():
