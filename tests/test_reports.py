@@ -177,7 +177,7 @@ def test_the_median_time_to_grok_is_a_bound_only_when_a_capped_run_reaches_the_m
 
 
 def test_d_crit_crossings_are_log_interpolated_means_over_seeds(tmp_path):
-    from lit_grok.reports.d_crit import crossing, semigrok_crossing, ungrok_crossings
+    from lit_grok.reports.d_crit import crossing, semigrok_crossing, ungrok_crossings, ungrok_crossings_by_task
 
     assert crossing({100: 0.0, 200: 1.0}) == pytest.approx(200 / 2**0.5)  # halfway in log D
     assert crossing({100: 0.6, 200: 1.0}) is None and crossing({100: 0.1, 200: 0.4}) is None
@@ -189,6 +189,17 @@ def test_d_crit_crossings_are_log_interpolated_means_over_seeds(tmp_path):
     crossings = ungrok_crossings(tmp_path / "summary.csv")
     assert crossings[1.0] == pytest.approx(100 * 4 ** (0.5 / 0.9)) and crossings[2.0] is None
     assert semigrok_crossing(tmp_path / "summary.csv") == pytest.approx(100 * 4 ** (0.4 / (2 / 3 - 0.1)))  # 0.1 -> 0.667
+    # a sweep over tasks: one crossing per task, never a mean of two tasks' accuracies
+    with open(tmp_path / "tasks.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["run", "data.init_args.operation", "data.init_args.modulus",
+                         "model.init_args.optimizer.init_args.weight_decay", "data.init_args.train_size", "val/acc"])
+        writer.writerows([["a", "sub", 113, 8.0, 100, 0.0], ["b", "sub", 113, 8.0, 400, 1.0],
+                          ["c", "s5_compose", "", 8.0, 100, 0.4], ["d", "s5_compose", "", 8.0, 400, 0.6]])
+    assert ungrok_crossings_by_task(tmp_path / "tasks.csv") == {"sub (P=113)": {8.0: pytest.approx(200.0)},
+                                                               "s5_compose": {8.0: pytest.approx(200.0)}}
+    with pytest.raises(ValueError, match="holds 2 tasks"):
+        ungrok_crossings(tmp_path / "tasks.csv")
 
 
 def test_the_efficiency_report_judges_convergence_on_the_curves_as_well(tmp_path):

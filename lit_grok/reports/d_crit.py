@@ -20,6 +20,7 @@ from statistics import mean
 from typing import Optional
 
 WD = "model.init_args.optimizer.init_args.weight_decay"
+OPERATION, MODULUS = "data.init_args.operation", "data.init_args.modulus"
 
 
 def crossing(points: dict[int, float], level: float = 0.5) -> Optional[float]:
@@ -40,14 +41,31 @@ def _mean_by_size(rows: list[dict]) -> dict[int, float]:
     return {d: mean(v) for d, v in by_size.items()}
 
 
+def _task(row: dict) -> str:
+    """The task a run trained on (operation, with the modulus where the summary names one); '' if not named."""
+    operation, modulus = row.get(OPERATION) or "", row.get(MODULUS) or ""
+    return operation + (f" (P={modulus})" if operation and modulus not in ("", "None", "null") else "")
+
+
 def ungrok_crossings(summary: Path, default_wd: float = 1.0) -> dict[float, Optional[float]]:
-    """Weight decay -> D' at which the mean final val/acc crosses 0.5."""
+    """Weight decay -> D' at which the mean final val/acc crosses 0.5. A summary of several tasks is refused:
+    averaging one task's accuracy with another's would give a crossing of neither (``ungrok_crossings_by_task``)."""
+    tasks = ungrok_crossings_by_task(summary, default_wd)
+    if len(tasks) > 1:
+        raise ValueError(f"{summary} holds {len(tasks)} tasks ({', '.join(tasks)}): their crossings are one per "
+                         f"task (ungrok_crossings_by_task), not one mean.")
+    return next(iter(tasks.values()), {})
+
+
+def ungrok_crossings_by_task(summary: Path, default_wd: float = 1.0) -> dict[str, dict[float, Optional[float]]]:
+    """Task -> weight decay -> D' at which the mean final val/acc over the task's seeds crosses 0.5."""
     with open(summary) as f:
         rows = list(csv.DictReader(f))
-    by_wd = defaultdict(list)
+    groups: dict = defaultdict(lambda: defaultdict(list))
     for row in rows:
-        by_wd[float(row.get(WD) or default_wd)].append(row)
-    return {wd: crossing(_mean_by_size(group)) for wd, group in sorted(by_wd.items())}
+        groups[_task(row)][float(row.get(WD) or default_wd)].append(row)
+    return {task: {wd: crossing(_mean_by_size(group)) for wd, group in sorted(by_wd.items())}
+            for task, by_wd in groups.items()}
 
 
 def semigrok_crossing(summary: Path) -> Optional[float]:
@@ -82,7 +100,8 @@ def main() -> None:
     if args.efficiency:
         out["efficiency"] = efficiency_d_crit(args.efficiency)
     if args.ungrok:
-        out["ungrok"] = ungrok_crossings(args.ungrok)
+        by_task = ungrok_crossings_by_task(args.ungrok)
+        out["ungrok"] = by_task if len(by_task) > 1 else next(iter(by_task.values()), {})
     if args.semigrok:
         out["semigrok"] = semigrok_crossing(args.semigrok)
     print(json.dumps(out, indent=1))
