@@ -116,6 +116,10 @@ def test_every_sweep_builds_the_first_run_of_each_grid(path, tmp_path):
         cli = main(args, run=False)
         if "data.init_args.train_size" in params:
             assert cli.datamodule.train_size == params["data.init_args.train_size"]
+        for key, value in params.items():  # such a key sets the base's last callback: the one the sweep means
+            if key.startswith("trainer.callbacks.init_args."):
+                name = key.rsplit(".", 1)[1]
+                assert [getattr(c, name) for c in cli.trainer.callbacks if hasattr(c, name)] == [value], key
 
 
 @pytest.mark.parametrize("preset", PRESETS, ids=lambda p: p.stem)

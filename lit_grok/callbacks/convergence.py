@@ -20,9 +20,11 @@ class StopOnConvergence(pl.Callback):
     decay x optimiser steps, instead of validations: weight decay moves norm between circuits at a rate
     proportional to lr x weight decay, so one rule then asks the same of a run at weight decay 2 as of one at 8
     (which covers the same decay time in a quarter of the steps). With ``smooth: k`` the spread is that of the
-    metric's running mean over k validations: a value that flickers around a level by more than the tolerance
-    (held-out accuracy near the decision boundary, late slingshot cycles) then counts as settled, while a drift
-    over the window still shows, shortened by k - 1 validations. An accuracy near 0 needs an absolute
+    metric's running mean over k validations, each mean ending at one validation of the window (the k - 1
+    before the window count towards the first ones): a value that flickers or cycles around a level by more
+    than the tolerance (held-out accuracy near the decision boundary, slingshot cycles of the norm and loss)
+    then counts as settled when k spans its cycles, while a drift moves the running mean as much as the raw
+    value over the whole window and still shows. An accuracy near 0 needs an absolute
     tolerance (``abs_tol: {val/acc: 0.005}``): relative to a value near 0, one pair's change would count as movement. ``trainer.max_steps`` stays the upper bound; ``converged`` (and the
     logged ``events/converged_step``) say whether the run stopped for this reason.
 
@@ -68,8 +70,6 @@ class StopOnConvergence(pl.Callback):
             raise ValueError(f"min_steps must be >= 0, got {min_steps}.")
         self.monitor, self.rel_tol, self.window, self.abs_tol = tuple(monitor), rel_tol, window, abs_tol
         self.min_steps, self.window_time, self.min_time, self.smooth = min_steps, window_time, min_time, smooth
-        if window is not None and smooth >= window:
-            raise ValueError(f"smooth ({smooth}) must be below window ({window}): the running means must span it.")
         self.history: list[list[float]] = []
         self.times: list[float] = []  # the decay time of each entry of history (with window_time)
         self.time, self.time_step = 0.0, 0  # decay time so far, and the step it was last counted to
@@ -92,8 +92,9 @@ class StopOnConvergence(pl.Callback):
         return {"converged": self.converged, "events/converged_step": self.converged_step}
 
     def settled(self, history: list[list[float]]) -> bool:
-        """The rule, on a window of validations (each the monitored metrics' values, oldest first): every
-        metric's spread within its tolerance."""
+        """The rule, on a window of validations (each the monitored metrics' values, oldest first; with
+        ``smooth: k``, the k - 1 validations before the window first): every metric's spread within its
+        tolerance."""
         for name, values in zip(self.monitor, zip(*history)):
             k = min(self.smooth, len(values))
             values = [sum(values[i:i + k]) / k for i in range(len(values) - k + 1)]  # running means (k = 1: raw)
@@ -112,21 +113,23 @@ class StopOnConvergence(pl.Callback):
         """Adds one validation (the monitored metrics' values after ``step`` optimiser steps; ``rate``, lr x
         weight decay per step since the last one, counts with ``window_time``) and says whether the rule is met.
         The callback feeds it every validation; a report can replay recorded curves through it."""
+        lead = self.smooth - 1  # validations before the window, for its first running means
         if self.window_time is None:
-            self.history = (self.history + [values])[-self.window:]
-            if len(self.history) < self.window or step < self.min_steps:
+            self.history = (self.history + [values])[-(self.window + lead):]
+            if len(self.history) < self.window + lead or step < self.min_steps:
                 return False
         else:
             self.time += (step - self.time_step) * rate
             self.time_step = step
             self.history, self.times = self.history + [values], self.times + [self.time]
-            # keep the latest entry at or before the window's start, and everything after it
+            # keep the latest entry at or before the window's start, everything after it and lead before it
             slack = 1e-9 * self.time  # decay time is a float sum: 100 steps of 8e-3 make 79.99999..., not 80
             start = self.time - self.window_time + slack
-            first = max([i for i, t in enumerate(self.times) if t <= start], default=0)
-            self.history, self.times = self.history[first:], self.times[first:]
-            if self.times[0] > start or self.time + slack < self.min_time or step < self.min_steps:
+            first = max([i for i, t in enumerate(self.times) if t <= start], default=-1)
+            if first < lead or self.time + slack < self.min_time or step < self.min_steps:
+                self.history, self.times = self.history[max(first - lead, 0):], self.times[max(first - lead, 0):]
                 return False
+            self.history, self.times = self.history[first - lead:], self.times[first - lead:]
         return self.settled(self.history)
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
