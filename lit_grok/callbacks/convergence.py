@@ -126,10 +126,10 @@ class StopOnConvergence(pl.Callback):
             slack = 1e-9 * self.time  # decay time is a float sum: 100 steps of 8e-3 make 79.99999..., not 80
             start = self.time - self.window_time + slack
             first = max([i for i, t in enumerate(self.times) if t <= start], default=-1)
+            keep = max(first - lead, 0)
+            self.history, self.times = self.history[keep:], self.times[keep:]
             if first < lead or self.time + slack < self.min_time or step < self.min_steps:
-                self.history, self.times = self.history[max(first - lead, 0):], self.times[max(first - lead, 0):]
                 return False
-            self.history, self.times = self.history[first - lead:], self.times[first - lead:]
         return self.settled(self.history)
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

@@ -41,8 +41,9 @@ def _mean_by_size(rows: list[dict]) -> dict[int, float]:
     return {d: mean(v) for d, v in by_size.items()}
 
 
-def _task(row: dict) -> str:
-    """The task a run trained on (operation, with the modulus where the summary names one); '' if not named."""
+def task_of(row: dict) -> str:
+    """The task a run trained on: its operation, with the modulus where the row names one (S_5 has none);
+    '' if the row names no operation."""
     operation, modulus = row.get(OPERATION) or "", row.get(MODULUS) or ""
     return operation + (f" (P={modulus})" if operation and modulus not in ("", "None", "null") else "")
 
@@ -63,7 +64,7 @@ def ungrok_crossings_by_task(summary: Path, default_wd: float = 1.0) -> dict[str
         rows = list(csv.DictReader(f))
     groups: dict = defaultdict(lambda: defaultdict(list))
     for row in rows:
-        groups[_task(row)][float(row.get(WD) or default_wd)].append(row)
+        groups[task_of(row)][float(row.get(WD) or default_wd)].append(row)
     return {task: {wd: crossing(_mean_by_size(group)) for wd, group in sorted(by_wd.items())}
             for task, by_wd in groups.items()}
 

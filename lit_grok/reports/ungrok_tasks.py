@@ -14,17 +14,10 @@ from pathlib import Path
 from statistics import mean
 
 from lit_grok.reports import save_figure
-from lit_grok.reports.d_crit import crossing
+from lit_grok.reports.d_crit import OPERATION, crossing, task_of
 from lit_grok.reports.ungrok import load
 
 TAG = "ungrok_tasks/final_val_acc"
-OPERATION = "data.init_args.operation"
-
-
-def task_of(row: dict) -> str:
-    """The task a run trained on: its operation, with the modulus when the sweep varies it."""
-    modulus = row.get("data.init_args.modulus")
-    return row[OPERATION] + (f" (P={modulus})" if modulus else "")
 
 
 def lines(rows: list[dict]) -> dict[str, dict[float, dict[int, list[dict]]]]:
